@@ -1,0 +1,65 @@
+"""The ``mfif`` command. Each subcommand lives in the package that owns it, in a module with
+``add_arguments(parser)`` and ``run(args) -> int``; only the chosen one is imported, so
+``mfif fuse`` on a deployed box never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mfif import __version__
+from mfif.errors import MfifError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fuse": ("runtime.cli", "fuse images, folders of pairs, stacks or videos with a model"),
+    "train": ("train.cli", "train a fusion net (xu2018, mustafa2019, focusmap)"),
+    "export": ("export.cli", "export a checkpoint to ONNX (FP32 or FP16), dynamic height and width"),
+    "calibrate": ("calibration.cli", "make a calibrated INT8 (Q/DQ) ONNX and its accuracy report"),
+    "build": ("export.build_cli", "build a TensorRT engine from an ONNX file"),
+    "evaluate": ("benchmarks.quality", "score methods with the fusion metrics over pairs"),
+    "bench": ("benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
+}
+
+
+def _overview() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "commands:\n" + "\n".join(lines) + "\n\nRun 'mfif COMMAND --help' for a command's options."
+
+
+def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"mfif {command}", description=text)
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: mfif COMMAND [options]\n\n{_overview()}")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"mfif {__version__}")
+        return 0
+    command = argv[0]
+    if command not in COMMANDS:
+        print(f"mfif: unknown command {command!r}\n\n{_overview()}", file=sys.stderr)
+        return 2
+    try:
+        parser, module = build_parser(command)
+        args = parser.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    except MfifError as exc:
+        print(f"mfif {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mfif {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The project's error types. Every user mistake raises a subclass of :class:`MfifError` whose
+message names the values involved and what to do."""
+
+
+class MfifError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InputError(MfifError, ValueError):
+    """Bad input data: shapes, dtypes, sizes, NaN, empty arrays, mismatched frames."""
+
+
+class ModelFileError(MfifError):
+    """A model, checkpoint or engine file that is missing, corrupted or of the wrong kind."""
+
+
+class DataError(MfifError):
+    """A data folder or video that is missing, empty, or holds unreadable files."""
+
+
+class ConfigError(MfifError, ValueError):
+    """An option or configuration value that is out of range or unknown."""
+
+
+class BackendUnavailableError(MfifError, ImportError):
+    """An optional package (an extra) or a device that the chosen backend needs is missing."""
+
+
+class SourceError(MfifError):
+    """A video or camera source that cannot be opened, yields nothing, or disconnected."""

@@ -1,0 +1,94 @@
+"""Image files and pair folders. Images at the boundary are numpy uint8 arrays, HxW (grey) or
+HxWx3 in OpenCV's BGR order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mfif.errors import DataError
+from mfif.lazy import require
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def _cv2():
+    return require("cv2", extra="cpu", purpose="reading and writing images")
+
+
+def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
+    """Read an image as uint8: ``mode`` is 'unchanged' (grey stays HxW, colour is HxWx3 BGR),
+    'grey' (HxW) or 'colour' (HxWx3 BGR). An alpha channel is dropped; 16-bit is scaled to 8."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    cv2 = _cv2()
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"cannot decode image {path} ({data.size} bytes): not an image or corrupted")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"image {path} has sample type {image.dtype}; 8- or 16-bit images are supported")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if mode == "grey" and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif mode == "colour" and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif mode not in ("unchanged", "grey", "colour"):
+        raise ValueError(f"mode must be 'unchanged', 'grey' or 'colour', not {mode!r}")
+    return np.ascontiguousarray(image)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write a uint8 image; the suffix picks the format. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2 = _cv2()
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise DataError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as {path.suffix!r}")
+    encoded.tofile(str(path))
+    return path
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One multi-focus pair in the shared layout: ``<name>_A.*``, ``<name>_B.*`` and an
+    optional ground truth ``<name>_GT.*`` (or ``<name>_gt.*``)."""
+
+    name: str
+    a: Path
+    b: Path
+    ground_truth: Path | None = None
+
+
+def find_pairs(folder: str | Path) -> list[Pair]:
+    """All pairs in ``folder``, sorted by name. A source without its partner is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"pair folder not found: {folder}")
+    parts: dict[str, dict[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or "_" not in path.stem:
+            continue
+        name, role = path.stem.rsplit("_", 1)
+        role = role.upper()
+        if role in ("A", "B", "GT"):
+            parts.setdefault(name, {})[role] = path
+    pairs = []
+    for name, found in sorted(parts.items()):
+        missing = [role for role in ("A", "B") if role not in found]
+        if missing:
+            have = ", ".join(str(p.name) for p in found.values())
+            raise DataError(f"pair '{name}' in {folder} lacks its _{missing[0]} image (found: {have})")
+        pairs.append(Pair(name, found["A"], found["B"], found.get("GT")))
+    if not pairs:
+        raise DataError(f"no pairs named <name>_A.<ext> / <name>_B.<ext> in {folder}")
+    return pairs

@@ -1,0 +1,81 @@
+"""Checkpoints as safetensors (no pickle), with the model name and config inside, so a file alone
+rebuilds its model. Extra tensors (for example the optimizer state for resuming) are stored under
+the ``extra/`` prefix; plain string metadata (epoch, validation scores) rides along."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mfif.errors import ModelFileError
+from train.models import build_model
+
+FORMAT_VERSION = "1"
+EXTRA_PREFIX = "extra/"
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    sha256: str = ""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
+    for name, value in (extra_tensors or {}).items():
+        tensors[EXTRA_PREFIX + name] = value.detach().contiguous().cpu()
+    header = {str(k): str(v) for k, v in (metadata or {}).items()}
+    header.update({"mfif.format": FORMAT_VERSION, "mfif.model": model.name, "mfif.config": json.dumps(model.config)})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and rebuild a model; a missing, truncated or foreign file is a ModelFileError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"checkpoint {path} ({path.stat().st_size} bytes) is not a readable safetensors "
+                             f"file ({exc}); it may be truncated or corrupted: re-download or re-train it") from exc
+    if "mfif.model" not in metadata or "mfif.config" not in metadata:
+        raise ModelFileError(f"checkpoint {path} has no mfif model name/config in its metadata "
+                             f"(keys: {sorted(metadata)}); it was not written by mfif train")
+    model = build_model(metadata["mfif.model"], **json.loads(metadata["mfif.config"]))
+    state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"checkpoint {path} does not match model {metadata['mfif.model']} "
+                             f"with config {metadata['mfif.config']}: {exc}") from exc
+    return Checkpoint(model.eval(), metadata, extra, file_sha256(path))

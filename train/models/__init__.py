@@ -1,0 +1,57 @@
+"""The fusion nets. Every model takes ``sources`` of shape (B, K, C, H, W), float32 in [0, 1],
+BGR channel order for colour, and returns the fused (B, C, H, W). Each has ``name``, ``config``
+(enough to rebuild it), ``num_inputs`` (None for any K >= 2), ``size_multiple`` and
+``has_weight_map`` (then ``forward(sources, return_weights=True)`` also returns (B, K, H, W)
+weights)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mfif.errors import ConfigError
+from train.models.focusmap import FocusMap
+from train.models.mustafa2019 import Mustafa2019
+from train.models.xu2018 import Xu2018
+
+MODELS: dict[str, type[nn.Module]] = {"xu2018": Xu2018, "mustafa2019": Mustafa2019, "focusmap": FocusMap}
+
+
+def build_model(name: str, **config) -> nn.Module:
+    """Build a model by name with its config values; unknown names or options are a ConfigError."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    try:
+        return MODELS[name](**config)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad config for model {name!r} {config}: {exc}") from exc
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_pixel(model: nn.Module, channels: int = 3, num_inputs: int = 2, size: int = 64) -> float:
+    """Multiply-accumulates of the convolution layers per output pixel, measured with hooks on a
+    size x size input (element-wise work such as the guided filter is not counted)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:  # ConvTranspose2d: each input pixel is spread over k*k outputs
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            per_output *= 1 / (module.stride[0] * module.stride[1])
+        total += output.numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        model_channels = getattr(model, "channels", channels)
+        sources = torch.zeros(1, num_inputs, model_channels, size, size)
+        with torch.no_grad():
+            model(sources)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / (size * size)
