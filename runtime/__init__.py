@@ -1,1 +1,9 @@
+"""The lean runtime a deployed box needs: ``Fuser`` fuses multi-focus frames with an ONNX model
+(ONNX Runtime), a TensorRT engine, or a training checkpoint (torch, development). It imports numpy
+and the chosen backend only; OpenCV only where video or image files are read."""
 
+from runtime.backends import InferenceError
+from runtime.fuser import Fuser, Stats
+from runtime.model_info import ModelInfo
+
+__all__ = ["Fuser", "Stats", "ModelInfo", "InferenceError"]

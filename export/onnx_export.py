@@ -1,0 +1,377 @@
+"""Export a fusion net to one self-contained ONNX file with dynamic height and width.
+
+Choices (see docs/export.md):
+- Opset 17: the newest opset TensorRT 8.6 (JetPack 6.0) parses; TensorRT 10.x (JetPack 6.1/6.2, RTX
+  boxes) and 11.x read it too.
+- The TorchScript-based exporter (``dynamo=False``). torch 2.13's default dynamo exporter has no
+  opset 17 implementations (it emits opset 18 and its down-conversion fails on ReduceMean), while
+  the TorchScript exporter gives a clean opset 17 graph with named dynamic axes for these nets.
+- Batch 1, dynamic H and W; K (the number of sources) dynamic for models that take any K >= 2
+  (focusmap) unless fixed with ``num_inputs``, fixed to 2 for the two-stream nets.
+- The file carries :class:`runtime.model_info.ModelInfo` in its metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import mfif
+from mfif.errors import ConfigError, InputError, ModelFileError
+from mfif.lazy import require
+from runtime.model_info import ModelInfo
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+OPSET = 17
+MIN_OPSET = 13          # per-channel Q/DQ needs 13
+INPUT_NAME = "sources"
+TRACE_SIZE = 64         # height and width of the tracing input (rounded up to the size multiple)
+PARITY_SIZES = ((97, 131), (480, 640), (1080, 1920))
+
+
+def _torch():
+    return require("torch", extra="export", purpose="exporting models")
+
+
+def _onnx():
+    return require("onnx", extra="export", purpose="reading and writing ONNX files")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
+    """(model in eval mode, checkpoint sha256, checkpoint metadata) from a checkpoint path, a
+    :class:`train.checkpoint.Checkpoint` or an ``nn.Module`` (which has no checkpoint hash)."""
+    torch = _torch()
+    from train.checkpoint import Checkpoint, load_checkpoint
+
+    if isinstance(source, (str, Path)):
+        source = load_checkpoint(source)
+    if isinstance(source, Checkpoint):
+        return source.model.eval(), source.sha256, dict(source.metadata)
+    if isinstance(source, torch.nn.Module):
+        for attribute in ("name", "config", "num_inputs", "size_multiple", "has_weight_map"):
+            if not hasattr(source, attribute):
+                raise ConfigError(f"module {type(source).__name__} lacks the attribute {attribute!r} that "
+                                  "mfif models carry; build it with train.models.build_model")
+        return source.eval(), "", {}
+    raise ConfigError(f"cannot export {type(source).__name__}: give a checkpoint path, a Checkpoint or an nn.Module")
+
+
+def model_info(model: "nn.Module", sha256: str = "", num_inputs: int | None = None, channels: int | None = None,
+               precision: str = "fp32", version: str = "1") -> ModelInfo:
+    """The metadata an exported file of ``model`` carries."""
+    outputs = ("fused", "weights") if model.has_weight_map else ("fused",)
+    return ModelInfo(model=model.name, version=str(version), precision=precision, input_name=INPUT_NAME,
+                     output_names=outputs, channels=int(channels or getattr(model, "channels", 3)),
+                     num_inputs=int(num_inputs or model.num_inputs or 0), size_multiple=int(model.size_multiple),
+                     checkpoint_sha256=sha256, config=dict(model.config))
+
+
+def _check_num_inputs(model: "nn.Module", num_inputs: int | None) -> int | None:
+    if num_inputs is None:
+        return None
+    if model.num_inputs is not None and num_inputs != model.num_inputs:
+        raise ConfigError(f"model {model.name} takes exactly {model.num_inputs} sources; num_inputs={num_inputs} "
+                          "is not possible (leave it unset)")
+    if num_inputs < 2:
+        raise ConfigError(f"num_inputs must be >= 2 sources, not {num_inputs}")
+    return num_inputs
+
+
+def _check_channels(model: "nn.Module", channels: int | None) -> int:
+    fixed = getattr(model, "channels", None)
+    if channels is None:
+        return fixed or 3
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey) or 3 (BGR), not {channels}")
+    if fixed is not None and channels != fixed:
+        raise ConfigError(f"model {model.name} was built for {fixed} channels; channels={channels} is not possible "
+                          "(leave it unset)")
+    return channels
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: bool = True,
+                num_inputs: int | None = None, channels: int | None = None) -> ModelInfo:
+    """Export ``source`` (checkpoint path, Checkpoint or nn.Module) to ``output`` as FP32 ONNX.
+    ``num_inputs`` fixes K for models that take any number of sources; ``channels`` (1 or 3) is the
+    channel count of nets that take any (default 3, BGR). Returns the metadata written."""
+    torch = _torch()
+    onnx = _onnx()
+    model, sha256, metadata = load_model(source)
+    num_inputs = _check_num_inputs(model, num_inputs)
+    channels = _check_channels(model, channels)
+    if not MIN_OPSET <= opset <= 20:
+        raise ConfigError(f"opset {opset} is outside the supported range {MIN_OPSET}..20 (default {OPSET})")
+    info = model_info(model, sha256, num_inputs, channels, version=metadata.get("version", "1"))
+
+    k = num_inputs or model.num_inputs or 2
+    side = -(-TRACE_SIZE // info.size_multiple) * info.size_multiple
+    example = torch.rand(1, k, info.channels, side, side)
+    spatial = {2: "height", 3: "width"}
+    axes = {INPUT_NAME: {3: "height", 4: "width"}, "fused": dict(spatial)}
+    if info.has_weight_map:
+        axes["weights"] = dict(spatial)
+    if info.num_inputs == 0:
+        axes[INPUT_NAME][1] = "k"
+        if info.has_weight_map:
+            axes["weights"][1] = "k"
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(model, (example,), buffer, kwargs={"return_weights": True} if info.has_weight_map else None,
+                              dynamo=False, input_names=[INPUT_NAME], output_names=list(info.output_names),
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+    except Exception as exc:  # torch raises many types here; name the model and the cause
+        raise ModelFileError(f"exporting model {model.name} {model.config} to ONNX opset {opset} failed: {exc}") from exc
+    proto = onnx.load_from_string(buffer.getvalue())
+    if simplify:
+        proto = simplify_graph(proto)
+    set_interface_dims(proto, info)
+    proto.producer_name, proto.producer_version = "mfif", mfif.__version__
+    proto.doc_string = f"mfif {model.name} fusion net; metadata keys mfif.* describe inputs and outputs"
+    finalize(proto, info)
+    save_onnx(proto, output)
+    return info
+
+
+def simplify_graph(proto: "onnx.ModelProto") -> "onnx.ModelProto":
+    """Constant folding and graph clean-up with onnxsim."""
+    onnxsim = require("onnxsim", extra="export", purpose="simplifying ONNX graphs (or pass --no-simplify)")
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise ModelFileError("onnxsim could not validate the simplified graph against the original; "
+                             "export without simplification (--no-simplify)")
+    return simplified
+
+
+def set_interface_dims(proto: "onnx.ModelProto", info: ModelInfo) -> None:
+    """Name the dimensions of the graph's inputs and outputs as the metadata says: batch 1,
+    K fixed or 'k', C fixed, 'height' and 'width' (exporters and onnxsim make up names)."""
+    k = info.num_inputs or "k"
+    shapes = {info.input_name: [1, k, info.channels, "height", "width"],
+              "fused": [1, info.channels, "height", "width"], "weights": [1, k, "height", "width"]}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[value.name]):
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
+
+
+def make_node_names_unique(proto: "onnx.ModelProto") -> int:
+    """Give every node a non-empty, unique name (``<op>_<n>`` for unnamed ones, ``<name>_<n>``
+    for repeats), as TensorRT's error messages and layer-precision settings refer to them.
+    Returns the number of nodes renamed."""
+    used = {node.name for node in proto.graph.node if node.name}
+    kept, renamed = set(), 0
+    for node in proto.graph.node:
+        if node.name and node.name not in kept:  # the first node of a name keeps it
+            kept.add(node.name)
+            continue
+        base, n = node.name or node.op_type, 1
+        while f"{base}_{n}" in used:
+            n += 1
+        node.name = f"{base}_{n}"
+        used.add(node.name)
+        renamed += 1
+    return renamed
+
+
+def sort_nodes(proto: "onnx.ModelProto") -> None:
+    """Order the nodes topologically (converters append the Cast nodes they insert at the end,
+    which onnx.checker rejects), keeping the original order among ready nodes."""
+    available = {value.name for value in [*proto.graph.input, *proto.graph.initializer]} | {""}
+    pending, ordered = list(proto.graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise ModelFileError(f"the graph has a cycle or a missing input around node {pending[0].name!r} "
+                                 f"(inputs {list(pending[0].input)})")
+        for node in ready:
+            available.update(node.output)
+        ordered.extend(ready)
+        done = {id(node) for node in ready}
+        pending = [node for node in pending if id(node) not in done]
+    ordered = [copy.deepcopy(node) for node in ordered]  # detach from the field cleared below
+    del proto.graph.node[:]
+    proto.graph.node.extend(ordered)
+
+
+def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | None = None) -> None:
+    """Topological order, unique node names, metadata (ModelInfo keys and ``extra``), and a full
+    onnx.checker pass."""
+    onnx = _onnx()
+    sort_nodes(proto)
+    make_node_names_unique(proto)
+    values = {**info.to_metadata(), **(extra or {})}
+    kept = [entry for entry in proto.metadata_props if entry.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ModelFileError(f"the exported {info.model} ({info.precision}) graph fails onnx.checker: {exc}") from exc
+
+
+def save_onnx(proto: "onnx.ModelProto", output: str | Path) -> Path:
+    """Write one self-contained file (no external-data side file); a temporary name is used until
+    the write is complete."""
+    onnx = _onnx()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if proto.ByteSize() >= 2**31:
+        raise ModelFileError(f"model {output.name} is {proto.ByteSize()} bytes, over protobuf's 2 GiB limit for one file")
+    tmp = output.with_suffix(output.suffix + ".tmp")
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    tmp.replace(output)
+    return output
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def load_onnx(path: str | Path) -> "onnx.ModelProto":
+    """Load and check an ONNX file; a missing, truncated or corrupted file, or one that keeps its
+    weights in a side file, is a ModelFileError that names the path and its size."""
+    onnx = _onnx()
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"ONNX file not found: {path}")
+    size = path.stat().st_size
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"{path} ({size} bytes) is not a valid ONNX model ({type(exc).__name__}: {exc}); "
+                             "it may be truncated or corrupted: export it again with 'mfif export'") from exc
+    if not proto.graph.node:
+        raise ModelFileError(f"{path} ({size} bytes) holds no graph; it may be truncated: export it again")
+    external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelFileError(f"{path} keeps {len(external)} tensors in external data files (e.g. {external[0]}); "
+                             "mfif expects one self-contained file: export it with 'mfif export'")
+    return proto
+
+
+def read_info(proto: "onnx.ModelProto | str | Path", source: str = "model") -> ModelInfo:
+    """The ModelInfo in the metadata of ``proto`` (a model or a file), after checking that the
+    graph's interface matches it."""
+    if isinstance(proto, (str, Path)):
+        proto, source = load_onnx(proto), str(proto)
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props}, source=source)
+    check_interface(proto, info, source)
+    return info
+
+
+def check_interface(proto: "onnx.ModelProto", info: ModelInfo, source: str = "model") -> None:
+    """The graph must take ``sources`` (1, K, C, H, W) float32 and give ``fused`` (and ``weights``)."""
+    onnx = _onnx()
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+
+    def describe(values):
+        parts = []
+        for v in values:
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            parts.append(f"{v.name}{dims} {onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower()}")
+        return ", ".join(parts) or "none"
+
+    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+    ok = (len(inputs) == 1 and inputs[0].name == info.input_name and len(dims) == 5
+          and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+          and dims[1] in (None, info.num_inputs or None) and dims[2] in (None, info.channels or None))
+    outputs = [v.name for v in proto.graph.output]
+    if not ok or tuple(outputs) != tuple(info.output_names):
+        k, c = info.num_inputs or "K", info.channels or "C"
+        raise ModelFileError(f"{source}: inputs/outputs do not match its mfif metadata: expected input "
+                             f"{info.input_name}[1,{k},{c},H,W] float and outputs {list(info.output_names)}, found "
+                             f"inputs {describe(inputs)} and outputs {describe(proto.graph.output)}")
+
+
+# ----------------------------------------------------------------------------- running and parity
+
+
+def check_size(info: ModelInfo, height: int, width: int) -> None:
+    """H and W must be positive multiples of the net's size multiple."""
+    m = info.size_multiple
+    if height < m or width < m or height % m or width % m:
+        raise InputError(f"size {height}x{width} does not suit model {info.model}: height and width must be positive "
+                         f"multiples of {m} (pad or crop the frames, e.g. to {max(m, height // m * m)}x"
+                         f"{max(m, width // m * m)})")
+
+
+def ort_session(model: "str | Path | onnx.ModelProto", threads: int = 0):
+    """An ONNX Runtime CPU session for a file or an in-memory model."""
+    ort = require("onnxruntime", extra="cpu", purpose="running ONNX models")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFileError(f"ONNX Runtime cannot load {model if isinstance(model, (str, Path)) else 'the model'}: "
+                             f"{exc}") from exc
+
+
+def random_sources(info: ModelInfo, height: int, width: int, num_inputs: int = 2, seed: int = 0) -> np.ndarray:
+    """Smooth random sources (1, K, C, H, W) float32 in [0, 1] for parity checks: noise blurred at
+    several scales, so every layer sees structure rather than white noise."""
+    rng = np.random.default_rng(seed)
+    k = info.num_inputs or num_inputs
+    channels = info.channels
+    out = np.empty((1, k, channels, height, width), np.float32)
+    for i in range(k):
+        coarse = rng.random((k + 2, channels, max(2, height // 16), max(2, width // 16)), dtype=np.float32)
+        up = np.kron(coarse.mean(0), np.ones((16, 16), np.float32))[:, :height, :width]
+        up = np.pad(up, ((0, 0), (0, height - up.shape[1]), (0, width - up.shape[2])), mode="edge")
+        fine = rng.random((channels, height, width), dtype=np.float32)
+        out[0, i] = np.clip(0.7 * up + 0.3 * fine, 0.0, 1.0)
+    return out
+
+
+def parity(onnx_path: str | Path, source, sizes=PARITY_SIZES, num_inputs: int = 2, seed: int = 0) -> list[dict]:
+    """Max abs difference between ONNX Runtime (CPU) and PyTorch for every output at each size.
+    ``source`` is the exported checkpoint path, Checkpoint or nn.Module."""
+    torch = _torch()
+    model, _, _ = load_model(source)
+    proto = load_onnx(onnx_path)
+    info = read_info(proto, str(onnx_path))
+    session = ort_session(proto)
+    results = []
+    for height, width in sizes:
+        check_size(info, height, width)
+        sources = random_sources(info, height, width, num_inputs, seed)
+        got = session.run(None, {info.input_name: sources})
+        with torch.no_grad():
+            want = model(torch.from_numpy(sources), **({"return_weights": True} if info.has_weight_map else {}))
+        want = want if isinstance(want, tuple) else (want,)
+        errors = {name: float(np.abs(a - b.numpy()).max()) for name, a, b in zip(info.output_names, got, want)}
+        results.append({"size": [height, width], "num_inputs": sources.shape[1], "max_abs_error": errors})
+    return results
+
+
+def output_psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB of ``test`` against ``reference``, both in [0, 1] (inf when identical)."""
+    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(test, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))

@@ -1,0 +1,227 @@
+"""ONNX Runtime backend: the CPU provider tuned for latency, the CUDA (or TensorRT) provider when
+present, and I/O binding so that no run allocates or copies more than it must.
+
+ONNX Runtime quietly drops a provider it cannot load (a CPU-only wheel, missing CUDA or cuDNN
+libraries) and runs on the CPU. This backend compares the providers the session really uses with
+the ones asked for: an explicit request (``device='cuda'`` or ``providers=[...]``) that did not
+take effect is an error; with ``device=None`` (auto) a CUDA provider that failed to load is a loud
+RuntimeWarning, and ``device`` always names what runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFileError
+from mfif.lazy import require
+from runtime.backends import InferenceError
+from runtime.backends.base import Backend
+from runtime.model_info import ModelInfo
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads share a core's arithmetic units, so more
+    intra-op threads than cores only adds contention)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    logical, cores = 0, set()
+    try:
+        physical_id = "0"
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    logical += 1
+                elif key == "physical id":
+                    physical_id = value
+                elif key == "core id":
+                    cores.add((physical_id, value))
+    except OSError:
+        pass
+    if cores and logical > len(cores):  # SMT: scale the usable logical CPUs down to cores
+        usable = max(1, usable * len(cores) // logical)
+    return max(1, usable)
+
+
+def requested_providers(device: str | None, providers: list | None, available: list[str]) -> tuple[list, bool]:
+    """The provider list to ask ONNX Runtime for, and whether the first one is required (strict).
+
+    ``providers`` (names or (name, options) pairs, passed through unchanged) wins over ``device``:
+    None/'auto' takes CUDA when this onnxruntime build has it; 'cpu'; 'cuda' or 'cuda:N'."""
+    if providers is not None:
+        if device not in (None, "auto"):
+            raise ConfigError(f"pass either device={device!r} or providers={providers!r}, not both")
+        if not providers:
+            raise ConfigError("providers=[] names no execution provider; leave it out for the default")
+        return list(providers), True
+    if device in (None, "auto"):
+        return ([CUDA, CPU] if CUDA in available else [CPU]), False
+    if device == "cpu":
+        return [CPU], True
+    if device == "cuda" or device.startswith("cuda:"):
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ConfigError(f"device {device!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
+        return [(CUDA, {"device_id": int(index)}), CPU], True
+    raise ConfigError(f"unknown device {device!r} for ONNX Runtime; use 'cpu', 'cuda', 'cuda:N' or None (auto)")
+
+
+def provider_name(entry) -> str:
+    return entry[0] if isinstance(entry, (tuple, list)) else entry
+
+
+def check_providers(requested: list, active: list[str], available: list[str], strict: bool) -> str | None:
+    """Compare what was asked with what the session runs. Raises when a strict request did not take
+    effect; returns a warning text when an automatic choice fell back; None when all is well."""
+    wanted = provider_name(requested[0])
+    if wanted in active[:1]:
+        return None
+    if wanted not in available:
+        why = (f"this onnxruntime build has no {wanted} (available: {', '.join(available)}); "
+               "install the GPU build with pip install 'mfif[gpu]' (never together with mfif[cpu])")
+    else:
+        why = (f"{wanted} is in this onnxruntime build but failed to load, most often because the CUDA, "
+               "cuDNN or TensorRT libraries it was built for are missing or of another version "
+               "(see ONNX Runtime's log above)")
+    message = f"asked for {wanted} but ONNX Runtime runs on {', '.join(active)}: {why}"
+    if strict:
+        raise BackendUnavailableError(message + "; or pass device='cpu' to run on the CPU on purpose")
+    return message + ". Running on the CPU."
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str | None = None, providers: list | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        ort = require("onnxruntime", extra="cpu", purpose="the ONNX Runtime backend")
+        self._ort = ort
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"model file not found: {self.path}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer, not {threads!r}")
+        available = ort.get_available_providers()
+        requested, strict = requested_providers(device, providers, available)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.threads = threads or physical_cores()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=requested)
+        except MfifError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+            raise ModelFileError(f"ONNX Runtime cannot load {self.path} ({self.path.stat().st_size} bytes): {exc}. "
+                                 "The file may be truncated or not an ONNX model: re-export it with 'mfif export'") from exc
+
+        active = self.session.get_providers()
+        warning = check_providers(requested, active, available, strict)
+        if warning:
+            warnings.warn(warning, RuntimeWarning, stacklevel=4)
+        self.provider = active[0]
+        options_used = self.session.get_provider_options().get(self.provider, {})
+        self.device_id = int(options_used.get("device_id", 0) or 0)
+        self.on_gpu = self.provider in GPU_PROVIDERS
+        self.info = self._read_info()
+        self._binding = None
+        self._key = None
+
+    @property
+    def device(self) -> str:
+        if self.on_gpu:
+            return f"{self.provider} (GPU {self.device_id})"
+        return f"{self.provider} ({self.threads} threads)"
+
+    def _read_info(self) -> ModelInfo:
+        """ModelInfo from the file's metadata, checked against (and completed by) its real I/O."""
+        info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=str(self.path))
+        inputs = {node.name: node for node in self.session.get_inputs()}
+        outputs = [node.name for node in self.session.get_outputs()]
+        source = inputs.get(info.input_name)
+        if source is None or len(source.shape) != 5:
+            raise ModelFileError(f"{self.path}: metadata names input {info.input_name!r} (B,K,C,H,W) but the graph "
+                                 f"has inputs {[(n.name, n.shape) for n in inputs.values()]}")
+        if source.type != "tensor(float)":
+            raise ModelFileError(f"{self.path}: input {info.input_name!r} is {source.type}; the runtime feeds float32 "
+                                 "(FP16 models keep float32 inputs and outputs: re-export with 'mfif export')")
+        missing = [name for name in info.output_names if name not in outputs]
+        if missing:
+            raise ModelFileError(f"{self.path}: metadata names outputs {list(info.output_names)} but the graph has {outputs}")
+        fixed = {}
+        count, channels = source.shape[1], source.shape[2]
+        if isinstance(count, int) and info.num_inputs != count:
+            fixed["num_inputs"] = count
+        if isinstance(channels, int) and info.channels != channels:
+            fixed["channels"] = channels
+        return dataclasses.replace(info, **fixed) if fixed else info
+
+    def _bind(self, sources: np.ndarray, want_weights: bool) -> None:
+        """(Re)bind inputs and outputs; done only when the shape, buffer or wanted outputs change."""
+        ort = self._ort
+        batch, count, channels, height, width = sources.shape
+        shapes = {"fused": (batch, channels, height, width), "weights": (batch, count, height, width)}
+        names = ["fused", "weights"] if want_weights else ["fused"]
+        binding = self.session.io_binding()
+        self._host = {name: np.empty(shapes[name], np.float32) for name in names}
+        if self.on_gpu:
+            self._device_input = ort.OrtValue.ortvalue_from_shape_and_type(sources.shape, np.float32, "cuda", self.device_id)
+            binding.bind_ortvalue_input(self.info.input_name, self._device_input)
+            self._device_out = {}
+            for name in names:
+                value = ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], np.float32, "cuda", self.device_id)
+                binding.bind_ortvalue_output(name, value)
+                self._device_out[name] = value
+            self._host_values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self._host.items()}
+        else:
+            binding.bind_input(self.info.input_name, "cpu", 0, np.float32, list(sources.shape), sources.ctypes.data)
+            for name in names:
+                binding.bind_output(name, "cpu", 0, np.float32, list(shapes[name]), self._host[name].ctypes.data)
+        self._binding = binding
+        self._key = (sources.shape, sources.ctypes.data, want_weights)
+
+    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        if want_weights and not self.info.has_weight_map:
+            raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)})")
+        if not (sources.dtype == np.float32 and sources.flags.c_contiguous):
+            raise ValueError("sources must be a C-contiguous float32 array")  # a Fuser bug, not a user error
+        if self._key != (sources.shape, sources.ctypes.data, want_weights):
+            self._bind(sources, want_weights)
+        start = time.perf_counter()
+        if self.on_gpu:
+            self._device_input.update_inplace(sources)
+        uploaded = time.perf_counter()
+        try:
+            self.session.run_with_iobinding(self._binding)
+        except Exception as exc:
+            raise InferenceError(f"ONNX Runtime failed to run {self.path.name} on sources of shape {sources.shape}: {exc}") from exc
+        computed = time.perf_counter()
+        if self.on_gpu:
+            names = list(self._device_out)
+            if hasattr(self._ort, "copy_tensors"):  # onnxruntime >= 1.23: copy into the preallocated host arrays
+                self._ort.copy_tensors([self._device_out[n] for n in names], [self._host_values[n] for n in names])
+            else:
+                for name in names:
+                    np.copyto(self._host[name], self._device_out[name].numpy())
+        done = time.perf_counter()
+        self.last_timings = {"h2d": (uploaded - start) * 1e3, "compute": (computed - uploaded) * 1e3,
+                             "d2h": (done - computed) * 1e3}
+        return self._host["fused"], self._host.get("weights")

@@ -1,0 +1,121 @@
+"""PyTorch backend, for development and for GPUs without TensorRT: runs a training checkpoint
+(``.safetensors``) eagerly, on CUDA in FP16 when a GPU is there, else on the CPU in FP32.
+
+This is the only runtime module that imports torch and the training code (``train.checkpoint``),
+and only when it is chosen. A deployed box uses the ONNX file with ONNX Runtime or TensorRT.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
+from mfif.lazy import require
+from runtime.backends import InferenceError
+from runtime.backends.base import Backend
+from runtime.model_info import ModelInfo
+
+
+def default_checkpoint() -> Path:
+    import train
+
+    return Path(train.__file__).resolve().parent / "weights" / "focusmap.safetensors"
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, path: Path | None, device: str | None = None, threads: int | None = None) -> None:
+        super().__init__()
+        torch = require("torch", extra="train", purpose="the torch backend")
+        self._torch = torch
+        checkpoint_module = require("train.checkpoint", extra="train", purpose="loading training checkpoints")
+        if path is None:
+            path = default_checkpoint()
+            if not path.is_file():
+                raise ModelFileError(f"no default checkpoint at {path}: train one with 'mfif train' or pass "
+                                     "model='path/to/checkpoint.safetensors' (or use the ONNX model with backend='auto')")
+        self.path = Path(path)
+        if device in (None, "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU "
+                                          "(a CPU-only build, or no driver); pass device='cpu'")
+        try:
+            self._device = torch.device(device)
+        except RuntimeError as exc:
+            raise ConfigError(f"unknown torch device {device!r}: {exc}") from exc
+        self.fp16 = self._device.type == "cuda"  # FP16 on a GPU; the CPU runs FP32
+        if threads is not None:
+            raise ConfigError("the torch backend does not set thread counts (torch.set_num_threads is process-wide); "
+                              "call it yourself if needed")
+
+        checkpoint = checkpoint_module.load_checkpoint(self.path)
+        model = checkpoint.model.eval().to(self._device)
+        self.model = model.half() if self.fp16 else model
+        outputs = ("fused", "weights") if getattr(model, "has_weight_map", False) else ("fused",)
+        self.info = ModelInfo(
+            model=model.name, version=checkpoint.metadata.get("mfif.format", "1"),
+            precision="fp16" if self.fp16 else "fp32", output_names=outputs,
+            channels=getattr(model, "channels", 0), num_inputs=model.num_inputs or 0,
+            size_multiple=model.size_multiple, checkpoint_sha256=checkpoint.sha256, config=dict(model.config),
+        )
+        self._shape = None
+
+    @property
+    def device(self) -> str:
+        torch = self._torch
+        if self._device.type == "cuda":
+            index = self._device.index or 0
+            return f"torch CUDA (GPU {index}: {torch.cuda.get_device_name(index)}, {'FP16' if self.fp16 else 'FP32'})"
+        return f"torch CPU ({torch.get_num_threads()} threads, FP32)"
+
+    def _allocate(self, sources: np.ndarray, want_weights: bool) -> None:
+        """Device buffers and pinned host buffers for the outputs, kept while the shape holds."""
+        torch = self._torch
+        batch, count, channels, height, width = sources.shape
+        dtype = torch.float16 if self.fp16 else torch.float32
+        self._input = torch.empty(sources.shape, dtype=dtype, device=self._device)
+        self._host_fused = torch.empty((batch, channels, height, width), dtype=torch.float32, pin_memory=True)
+        self._host_weights = torch.empty((batch, count, height, width), dtype=torch.float32, pin_memory=True)
+        self._shape = sources.shape
+
+    def _forward(self, x, want_weights: bool):
+        if self.info.has_weight_map:
+            fused, weights = self.model(x, return_weights=True)
+            return fused, (weights if want_weights else None)
+        return self.model(x), None
+
+    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
+        if want_weights and not self.info.has_weight_map:
+            raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)})")
+        try:
+            with torch.inference_mode():
+                if self._device.type == "cpu":
+                    start = time.perf_counter()
+                    fused, weights = self._forward(torch.from_numpy(sources), want_weights)
+                    computed = time.perf_counter()
+                    self.last_timings = {"h2d": 0.0, "compute": (computed - start) * 1e3, "d2h": 0.0}
+                    return fused.numpy(), (weights.numpy() if weights is not None else None)
+                if self._shape != sources.shape:
+                    self._allocate(sources, want_weights)
+                start = time.perf_counter()
+                self._input.copy_(torch.from_numpy(sources))
+                torch.cuda.synchronize(self._device)
+                uploaded = time.perf_counter()
+                fused, weights = self._forward(self._input, want_weights)
+                torch.cuda.synchronize(self._device)
+                computed = time.perf_counter()
+                self._host_fused.copy_(fused)
+                if weights is not None:
+                    self._host_weights.copy_(weights)
+                done = time.perf_counter()
+        except RuntimeError as exc:
+            raise InferenceError(f"torch failed to run {self.info.model} on sources of shape {sources.shape}: {exc}") from exc
+        self.last_timings = {"h2d": (uploaded - start) * 1e3, "compute": (computed - uploaded) * 1e3,
+                             "d2h": (done - computed) * 1e3}
+        return self._host_fused.numpy(), (self._host_weights.numpy() if weights is not None else None)

@@ -1,0 +1,279 @@
+"""``mfif fuse``: fuse a set of images, a stack, a folder of pairs, two videos or live sources.
+
+    mfif fuse --demo demo                              # write demo/demo_A.png, demo/demo_B.png
+    mfif fuse A.png B.png -o fused.png                 # two (or more) images of one scene
+    mfif fuse --stack DIR -o fused.png                 # every image in DIR (a focus stack)
+    mfif fuse PAIRS_DIR -o OUT_DIR                     # every <name>_A / <name>_B pair in PAIRS_DIR
+    mfif fuse --video a.mp4 b.mp4 -o fused.mp4         # two synchronized videos (or cameras: 0 1)
+    mfif fuse --video bracketing.mp4 --bracket 2 -o fused.mp4   # one source alternating focus
+
+Top-level imports stay light: the runtime and OpenCV are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mfif.errors import ConfigError, DataError, MfifError
+from mfif.lazy import require
+
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+
+
+def demo_pair(height: int = 480, width: int = 640, seed: int = 0, colour: bool = True):
+    """A generated multi-focus pair: a procedural scene (shapes, text, fine texture) whose left
+    part (wavy border) is near and right part far. A is focused near, B far. Returns (A, B, sharp)
+    as uint8 BGR (or grey) frames."""
+    cv2 = require("cv2", extra="cpu", purpose="drawing the demo scene")
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    scene = np.stack([110 + 50 * np.sin(cols / width * (2 + c) + rows / height * (1 + c) + phase[c])
+                      for c in range(3)], axis=-1)
+    scene += cv2.GaussianBlur(rng.normal(0, 30, (height, width)).astype(np.float32), (0, 0), 0.8)[..., None]
+    scene = np.clip(scene, 0, 255).astype(np.uint8)
+    size = max(4, min(height, width) // 12)
+    for _ in range(max(12, height * width // 6000)):
+        colour_bgr = tuple(int(v) for v in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            cv2.circle(scene, (x, y), int(rng.integers(size // 3, size)), colour_bgr, -1, cv2.LINE_AA)
+        elif kind == 1:
+            cv2.rectangle(scene, (x, y), (x + int(rng.integers(size // 2, 2 * size)), y + int(rng.integers(size // 2, 2 * size))),
+                          colour_bgr, -1)
+        else:
+            cv2.line(scene, (x, y), (int(rng.integers(0, width)), int(rng.integers(0, height))), colour_bgr,
+                     max(1, size // 8), cv2.LINE_AA)
+    for _ in range(3):
+        origin = (int(rng.integers(0, max(1, width - 4 * size))), int(rng.integers(size, height)))
+        cv2.putText(scene, "mfif", origin, cv2.FONT_HERSHEY_SIMPLEX, size / 25, (255, 255, 255), max(1, size // 12), cv2.LINE_AA)
+    border = width * (0.5 + 0.08 * np.sin(rows / height * 2 * np.pi * 1.5 + phase[0]))
+    near = cv2.GaussianBlur((cols < border).astype(np.float32), (0, 0), 2.0)[..., None]
+    sharp = scene.astype(np.float32)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), max(1.5, width / 200))
+    a = near * sharp + (1 - near) * blurred
+    b = (1 - near) * sharp + near * blurred
+    frames = [np.clip(image + 0.5, 0, 255).astype(np.uint8) for image in (a, b, sharp)]
+    if not colour:
+        frames = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in frames]
+    return tuple(frames)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n")[1]
+    parser.add_argument("inputs", nargs="*", help="two or more images of one scene, or one folder of <name>_A/<name>_B pairs")
+    parser.add_argument("-o", "--output", help="output image, folder (for a folder of pairs) or video (.mp4, .avi)")
+    parser.add_argument("--stack", metavar="DIR", help="fuse every image in DIR (a focus stack of one scene)")
+    parser.add_argument("--video", nargs="+", metavar="SRC",
+                        help="two synchronized sources, or one with --bracket: video files, camera indices, /dev/videoN, "
+                             "GStreamer pipelines, rtsp:// URLs")
+    parser.add_argument("--demo", metavar="DIR", help="write a generated multi-focus pair DIR/demo_A.png, DIR/demo_B.png and exit")
+    model = parser.add_argument_group("model and backend")
+    model.add_argument("--model", help="ONNX file, TensorRT engine or .safetensors checkpoint (default: the shipped model)")
+    model.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
+    model.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available)")
+    model.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: physical cores)")
+    model.add_argument("--stats", action="store_true", help="print the per-stage timings at the end")
+    output = parser.add_argument_group("images")
+    output.add_argument("--weights-out", metavar="PATH",
+                        help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources the "
+                             "index of the heaviest source) or .npy (float32 K x H x W); a folder with a folder of pairs")
+    video = parser.add_argument_group("video and live sources")
+    video.add_argument("--bracket", type=int, default=2, help="focus positions per fused frame of a single source (default 2)")
+    video.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing of the weight maps, 0 (off) to <1")
+    video.add_argument("--live", action="store_true", help="treat the sources as live (drop frames when slow)")
+    video.add_argument("--max-frames", type=int, help="stop after this many fused frames")
+    video.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a source to open or deliver")
+    video.add_argument("--preview", choices=["auto", "on", "off"], default="auto",
+                       help="show the fused stream in a window (auto: when a display exists)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        return _demo(Path(args.demo))
+    modes = [name for name, given in (("images", args.inputs), ("--stack", args.stack), ("--video", args.video)) if given]
+    if len(modes) != 1:
+        raise ConfigError("give one of: images (A B ...), a folder of pairs, --stack DIR, --video SRC [SRC], or --demo DIR"
+                          + (f"; got {' and '.join(modes)}" if modes else ""))
+    from runtime import Fuser
+
+    fuser = Fuser(args.model, args.backend, device=args.device, threads=args.threads)
+    print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
+    if args.video:
+        code = _video(fuser, args)
+    elif args.stack:
+        code = _stack(fuser, args)
+    elif len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
+        code = _pairs(fuser, args)
+    else:
+        code = _images(fuser, [Path(p) for p in args.inputs], args)
+    if args.stats:
+        print(fuser.stats)
+    return code
+
+
+def _demo(folder: Path) -> int:
+    from mfif.imageio import write_image
+
+    a, b, _ = demo_pair()
+    paths = [write_image(folder / "demo_A.png", a), write_image(folder / "demo_B.png", b)]
+    print(f"wrote {paths[0]} and {paths[1]} (near focus, far focus); fuse them with:\n"
+          f"  mfif fuse {paths[0]} {paths[1]} -o fused.png")
+    return 0
+
+
+def _require_output(args, what: str) -> Path:
+    if not args.output:
+        raise ConfigError(f"say where to write {what} with -o/--output")
+    return Path(args.output)
+
+
+def _save_weights(path: Path, weights: np.ndarray) -> Path:
+    from mfif.imageio import write_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        np.save(path, weights)
+        return path
+    if len(weights) == 2:
+        image = weights[0] * 255.0 + 0.5
+    else:
+        image = np.argmax(weights, axis=0) * (255.0 / (len(weights) - 1))
+    return write_image(path, np.clip(image, 0, 255).astype(np.uint8))
+
+
+def _fuse_files(fuser, paths: list[Path], output: Path, weights_out: Path | None) -> None:
+    from mfif.imageio import read_image, write_image
+
+    frames = [read_image(path) for path in paths]
+    result = fuser.fuse(frames, return_weights=weights_out is not None)
+    fused, weights = result if weights_out is not None else (result, None)
+    write_image(output, fused)
+    if weights is not None:
+        _save_weights(weights_out, weights)
+
+
+def _images(fuser, paths: list[Path], args) -> int:
+    if len(paths) < 2:
+        raise ConfigError(f"fusing images needs at least two of them; got {len(paths)} ({paths[0]} is not a folder of pairs)")
+    output = _require_output(args, "the fused image")
+    _fuse_files(fuser, paths, output, Path(args.weights_out) if args.weights_out else None)
+    print(f"wrote {output} ({fuser.stats.last_ms['total']:.1f} ms)")
+    return 0
+
+
+def _stack(fuser, args) -> int:
+    from mfif.imageio import IMAGE_SUFFIXES
+
+    folder = Path(args.stack)
+    if not folder.is_dir():
+        raise DataError(f"stack folder not found: {folder}")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(paths) < 2:
+        raise DataError(f"a stack needs at least 2 images; {folder} has {len(paths)}")
+    output = _require_output(args, "the fused image")
+    _fuse_files(fuser, paths, output, Path(args.weights_out) if args.weights_out else None)
+    print(f"fused {len(paths)} images of {folder} into {output} ({fuser.stats.last_ms['total']:.1f} ms)")
+    return 0
+
+
+def _pairs(fuser, args) -> int:
+    from mfif.imageio import find_pairs
+
+    tqdm = require("tqdm", extra="cpu", purpose="progress bars").tqdm
+    pairs = find_pairs(args.inputs[0])
+    out_dir = _require_output(args, "the fused images (a folder)")
+    if out_dir.suffix.lower() in VIDEO_CODECS or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(f"with a folder of pairs, -o names a folder; {out_dir} is not one")
+    weights_dir = Path(args.weights_out) if args.weights_out else None
+    failed = []
+    start = time.perf_counter()
+    for pair in tqdm(pairs, unit="pair", desc="fusing"):
+        try:
+            weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
+            _fuse_files(fuser, [pair.a, pair.b], out_dir / f"{pair.name}.png", weights_path)
+        except MfifError as exc:
+            failed.append(pair.name)
+            tqdm.write(f"{pair.name}: {exc}", file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    print(f"fused {len(pairs) - len(failed)} of {len(pairs)} pairs into {out_dir} in {elapsed:.1f} s")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _display(cv2, mode: str) -> bool:
+    if mode == "off":
+        return False
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    usable = False
+    if not headless:
+        try:
+            cv2.namedWindow("mfif fuse", cv2.WINDOW_NORMAL)
+            usable = True
+        except cv2.error:
+            pass
+    if mode == "on" and not usable:
+        raise ConfigError("--preview on: no display here (no DISPLAY/WAYLAND_DISPLAY, or an OpenCV without GUI support "
+                          "such as opencv-python-headless)")
+    return usable
+
+
+def _video(fuser, args) -> int:
+    cv2 = require("cv2", extra="cpu", purpose="video and camera sources")
+    tqdm = require("tqdm", extra="cpu", purpose="progress bars").tqdm
+    if len(args.video) > 2:
+        raise ConfigError(f"--video takes two synchronized sources or one bracketing source; got {len(args.video)}")
+    source_b = args.video[1] if len(args.video) == 2 else None
+    output = Path(args.output) if args.output else None
+    if args.weights_out:
+        raise ConfigError("--weights-out is for images; with --video it is not supported")
+    if output is not None and output.suffix.lower() not in VIDEO_CODECS:
+        raise ConfigError(f"video output {output} needs one of the suffixes {', '.join(VIDEO_CODECS)}")
+    preview = _display(cv2, args.preview)
+    if output is None and not preview:
+        raise ConfigError("say where to write the fused video with -o (no display for a preview here)")
+    stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
+                          live=True if args.live else None, smoothing=args.smoothing,
+                          timeout=args.timeout, max_frames=args.max_frames)
+    writer = None
+    try:
+        with stream:
+            total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
+            for fused in tqdm(stream, total=total, unit="frame", desc="fusing"):
+                if output is not None:
+                    if writer is None:
+                        writer = _open_writer(cv2, output, fused, stream.source_fps or 30.0)
+                    writer.write(fused)
+                if preview:
+                    cv2.imshow("mfif fuse", fused)
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        break
+    finally:
+        if writer is not None:
+            writer.release()
+        if preview:
+            cv2.destroyAllWindows()
+        stats = stream.stats
+        where = f" into {output}" if output is not None and writer is not None else ""
+        print(f"fused {stats['frames_out']} frames{where} at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
+              + (f"; {stream.ended_by} ended first" if stream.ended_by and source_b else ""))
+    return 0
+
+
+def _open_writer(cv2, path: Path, frame: np.ndarray, fps: float):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frame.shape[:2]
+    codec = VIDEO_CODECS[path.suffix.lower()]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height), frame.ndim == 3)
+    if not writer.isOpened():
+        raise DataError(f"OpenCV cannot write {path} with codec {codec} at {width}x{height}")
+    return writer

@@ -1,0 +1,397 @@
+"""``runtime.Fuser``: OpenCV frames in, one all-in-focus frame out.
+
+The per-frame path reuses buffers made for the current frame geometry (sources, output staging,
+padding indices), so a camera loop allocates nothing big per frame, and every step is a handful of
+vectorized numpy calls: scale and transpose into the model's (1, K, C, H, W) float32 layout, pad
+to the model's size multiple by reflection at the bottom and right edges (so nothing shifts), run,
+crop, round and transpose back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mfif.errors import ConfigError, InputError
+from runtime.backends import InferenceError, create_backend
+from runtime.model_info import ModelInfo
+
+STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
+LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
+CB_SCALE, CR_SCALE = 0.564, 0.713  # Cb = 0.564 (B - Y), Cr = 0.713 (R - Y)
+FLOAT_TOLERANCE = 1.0 / 255.0   # float frames may stray this far outside [0, 1] (rounding)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Timings of the fuse calls, in milliseconds per stage, like jetson-inference's profiler.
+
+    ``last_ms`` is the latest frame, ``mean_ms`` the mean over the last ``window`` frames, and
+    ``fps`` = 1000 / mean total: what the fuser alone sustains (a stream's own rate also counts
+    capture and the consumer). Stages a backend does not have (no transfers on a CPU) read 0."""
+
+    frames: int
+    window: int
+    last_ms: dict[str, float]
+    mean_ms: dict[str, float]
+    fps: float
+
+    def __str__(self) -> str:
+        if not self.frames:
+            return "no frames fused yet"
+        rows = [f"{'stage':<12} {'last ms':>9} {'mean ms':>9}"]
+        rows += [f"{stage:<12} {self.last_ms[stage]:9.2f} {self.mean_ms[stage]:9.2f}" for stage in (*STAGES, "total")]
+        rows.append(f"{self.fps:.1f} fused frames/s over the last {min(self.frames, self.window)} frames")
+        return "\n".join(rows)
+
+
+class _Plan:
+    """Buffers and padding indices for one frame geometry; rebuilt only when the geometry changes."""
+
+    def __init__(self, key: tuple, info: ModelInfo):
+        count, height, width, frame_channels, dtype = key
+        self.key = key
+        self.count, self.height, self.width = count, height, width
+        self.frame_channels, self.dtype = frame_channels, dtype
+        model_channels = info.channels or frame_channels
+        # How frame channels meet model channels: as they are, grey copied to 3, or colour by luma.
+        if model_channels == frame_channels:
+            self.mode = "direct"
+        elif frame_channels == 1 and model_channels == 3:
+            self.mode = "grey_to_colour"
+        elif frame_channels == 3 and model_channels == 1:
+            self.mode = "luma"
+        else:
+            raise InputError(f"model {info.model} takes {model_channels}-channel frames; got {frame_channels} channels")
+        self.channels = model_channels
+        multiple = max(1, info.size_multiple)
+        self.padded_height = -(-height // multiple) * multiple
+        self.padded_width = -(-width // multiple) * multiple
+        shape = (1, count, model_channels, self.padded_height, self.padded_width)
+        self.sources = np.zeros(shape, np.float32)
+        self.staging = np.empty((model_channels, self.padded_height, self.padded_width), np.float32)
+        self.plane = np.empty((height, width), np.float32)
+        # Reflection (without repeating the edge) for the rows and columns added at the bottom/right;
+        # clipped so that a frame thinner than the padding repeats its edge instead.
+        self.pad_rows = np.clip(2 * height - 2 - np.arange(height, self.padded_height), 0, height - 1)
+        self.pad_cols = np.clip(2 * width - 2 - np.arange(width, self.padded_width), 0, width - 1)
+        self.smoothed: np.ndarray | None = None  # the EMA of the weight maps, for temporal smoothing
+        self.fresh: np.ndarray | None = None
+        self.product: np.ndarray | None = None
+
+
+def _describe(frame) -> str:
+    if isinstance(frame, np.ndarray):
+        return f"shape {frame.shape} {frame.dtype}"
+    return f"a {type(frame).__name__}"
+
+
+def check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int, int, int, np.dtype]:
+    """Validate a set of frames; return (count, height, width, channels, dtype)."""
+    if isinstance(frames, np.ndarray) and frames.ndim != 4:
+        raise InputError(f"fuse() takes a list of frames (or one K x H x W x C stack), got one array of "
+                         f"{_describe(frames)}; for two frames call fuser(a, b)")
+    try:
+        count = len(frames)
+    except TypeError:
+        raise InputError(f"fuse() takes a sequence of frames (a list of arrays), got {_describe(frames)}") from None
+    if count < 2:
+        raise InputError(f"fusion needs at least 2 frames, got {count}")
+    first = None
+    for index, frame in enumerate(frames):
+        if frame is None:
+            raise InputError(f"frame {index} is None: cv2.imread returns None when it cannot read a file, and "
+                             "VideoCapture.read when a source has no frame; check the path or the camera")
+        if not isinstance(frame, np.ndarray):
+            raise InputError(f"frame {index} is {_describe(frame)}; frames are numpy arrays (uint8 or float32)")
+        if frame.size == 0:
+            raise InputError(f"frame {index} is empty (shape {frame.shape}): the source gave no image")
+        if frame.dtype not in (np.uint8, np.float32):
+            raise InputError(f"frame {index} has dtype {frame.dtype}; pass uint8 (0..255) or float32 in [0, 1], "
+                             "e.g. frame.astype(np.float32) / 65535 for 16-bit or frame.astype(np.float32) for float64")
+        if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3))):
+            hint = " (drop alpha with frame[:, :, :3])" if frame.ndim == 3 and frame.shape[2] == 4 else ""
+            raise InputError(f"frame {index} has shape {frame.shape}; expected HxW (grey) or HxWx3 (BGR){hint}")
+        if first is None:
+            first = frame
+            continue
+        if frame.shape != first.shape:
+            grey = [f.ndim == 2 or f.shape[2] == 1 for f in (first, frame)]
+            if grey[0] != grey[1]:
+                raise InputError(f"frame 0 is {'grey' if grey[0] else 'colour'} {first.shape} but frame {index} is "
+                                 f"{'grey' if grey[1] else 'colour'} {frame.shape}: convert both to grey "
+                                 "(cv2.COLOR_BGR2GRAY) or both to colour (cv2.COLOR_GRAY2BGR)")
+            raise InputError(f"frames differ in shape: frame 0 is {first.shape}, frame {index} is {frame.shape}; "
+                             "all sources must show the same view at the same size (resize or crop them first)")
+        if frame.dtype != first.dtype:
+            raise InputError(f"frames differ in dtype: frame 0 is {first.dtype}, frame {index} is {frame.dtype}")
+    channels = 1 if first.ndim == 2 else first.shape[2]
+    return count, first.shape[0], first.shape[1], channels, first.dtype
+
+
+class Fuser:
+    """Fuse multi-focus frames with a fusion model.
+
+    >>> fuser = Fuser()                          # the shipped default model, best backend here
+    >>> fused = fuser(frame_a, frame_b)          # uint8 HxWx3 BGR (or HxW, or float32 in [0, 1])
+    >>> fused, weights = fuser.fuse([a, b, c], return_weights=True)
+
+    ``model``: an ONNX file, a TensorRT engine (``.engine``/``.plan``), a ``.safetensors`` training
+    checkpoint (torch backend, development), or None for the default model. ``backend``: 'auto'
+    (by file type: ONNX Runtime with its best provider, TensorRT for an engine, torch for a
+    checkpoint), 'onnxruntime', 'torch' or 'tensorrt'. ``device``: None (auto), 'cpu', 'cuda' or
+    'cuda:N'; asking for a GPU that cannot be used is an error, never a silent CPU run.
+    ``providers``: ONNX Runtime execution providers, passed through (e.g. a configured
+    TensorrtExecutionProvider). ``threads``: ONNX Runtime intra-op threads (default: physical cores).
+    ``smoothing``: temporal smoothing of the weight maps for video, 0 (off) to <1 (see
+    :attr:`smoothing`).
+
+    Frames keep their dtype and shape: the result of uint8 HxWx3 frames is uint8 HxWx3. A grey
+    frame given to a colour-only model is copied into the 3 channels and the result turned back to
+    grey (BT.601 luma); colour frames given to a grey-only model are fused on their luma by the
+    model, their chroma by taking per pixel the source with the stronger colour (|Cb|, |Cr|
+    weighted), then turned back to BGR.
+
+    Thread safety: one Fuser per thread. An instance reuses its buffers across calls, so it must
+    not be used by two threads at once (that raises ConfigError); separate instances in separate
+    threads are independent.
+    """
+
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
+                 providers: list | None = None, threads: int | None = None, smoothing: float = 0.0,
+                 stats_window: int = 100) -> None:
+        self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads)
+        self.info: ModelInfo = self._backend.info
+        self._plan: _Plan | None = None
+        self._lock = threading.Lock()
+        self.smoothing = smoothing
+        self._times = np.zeros((max(1, int(stats_window)), len(STAGES) + 1))
+        self._frames = 0
+
+    # ---- what runs -------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        """'onnxruntime', 'torch' or 'tensorrt'."""
+        return self._backend.name
+
+    @property
+    def device(self) -> str:
+        """The provider or device that actually runs, e.g. 'CPUExecutionProvider (2 threads)'."""
+        return self._backend.device
+
+    @property
+    def stats(self) -> Stats:
+        """Per-stage timings (ms) of the last frame and the mean of the recent ones, and FPS."""
+        filled = min(self._frames, len(self._times))
+        keys = (*STAGES, "total")
+        if not filled:
+            zeros = dict.fromkeys(keys, 0.0)
+            return Stats(0, len(self._times), zeros, dict(zeros), 0.0)
+        last = self._times[(self._frames - 1) % len(self._times)]
+        mean = self._times[:filled].mean(axis=0)
+        return Stats(self._frames, len(self._times), dict(zip(keys, map(float, last))),
+                     dict(zip(keys, map(float, mean))), float(1000.0 / mean[-1]) if mean[-1] > 0 else 0.0)
+
+    def reset_stats(self) -> None:
+        self._frames = 0
+        self._times[:] = 0
+
+    @property
+    def smoothing(self) -> float:
+        """Temporal smoothing of the weight maps for video: each frame's weights become
+        ``s * previous + (1 - s) * new`` (an exponential moving average), and the fused frame is
+        recomputed from them. 0 turns it off. Successive calls then depend on each other, so use it
+        for consecutive frames of one video only; :meth:`reset_smoothing` starts afresh (a new
+        frame size does too). Needs a model with weight maps (focusmap)."""
+        return self._smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"smoothing must be in [0, 1) (0 = off), not {value}")
+        if value and not self.info.has_weight_map:
+            raise ConfigError(f"smoothing needs a model with weight maps; {self.info.model} gives only "
+                              f"{list(self.info.output_names)} (use focusmap)")
+        self._smoothing = value
+
+    def reset_smoothing(self) -> None:
+        if self._plan is not None:
+            self._plan.smoothed = None
+
+    # ---- fusing ----------------------------------------------------------------------------
+    def __call__(self, a: np.ndarray, b: np.ndarray, *more: np.ndarray, return_weights: bool = False,
+                 out: np.ndarray | None = None):
+        """``fuser(a, b)`` or ``fuser(a, b, c, ...)``: same as :meth:`fuse`."""
+        return self.fuse((a, b, *more), return_weights=return_weights, out=out)
+
+    def fuse(self, frames: Sequence[np.ndarray], *, return_weights: bool = False, out: np.ndarray | None = None):
+        """Fuse K >= 2 frames of one scene (same shape and dtype). Returns the fused frame (same
+        dtype and shape as the inputs; written into ``out`` when given), or (fused, weights) with
+        ``return_weights``: float32 (K, H, W) weights that sum to 1 over K (weight-map models)."""
+        if not self._lock.acquire(blocking=False):
+            raise ConfigError("this Fuser is already fusing in another thread; use one Fuser per thread")
+        try:
+            return self._fuse(frames, return_weights, out)
+        finally:
+            self._lock.release()
+
+    def _fuse(self, frames, return_weights: bool, out):
+        start = time.perf_counter()
+        count, height, width, channels, dtype = check_frames(frames)
+        if self.info.num_inputs and count != self.info.num_inputs:
+            raise InputError(f"model {self.info.model} takes exactly {self.info.num_inputs} frames, got {count}")
+        if return_weights and not self.info.has_weight_map:
+            raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)}); "
+                              "use a weight-map model such as focusmap, or return_weights=False")
+        shape = frames[0].shape
+        if out is not None and (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype):
+            raise InputError(f"out must be an array of shape {shape} and dtype {dtype}, like the frames; got {_describe(out)}")
+        key = (count, height, width, channels, dtype)
+        if self._plan is None or self._plan.key != key:
+            self._plan = _Plan(key, self.info)
+        plan = self._plan
+        self._preprocess(plan, frames)
+        prepared = time.perf_counter()
+
+        fused, weights = self._backend.run(plan.sources, return_weights or bool(self._smoothing))
+        transfer = self._backend.last_timings
+        ran = time.perf_counter()
+
+        if self._smoothing:
+            fused, weights = self._smooth(plan, weights)
+        if out is None:
+            out = np.empty(shape, dtype)
+        self._postprocess(plan, fused, frames, out)
+        result = (out, weights[0, :, :height, :width].copy()) if return_weights else out
+        end = time.perf_counter()
+
+        row = self._times[self._frames % len(self._times)]
+        row[:] = ((prepared - start) * 1e3, transfer.get("h2d", 0.0), transfer.get("compute", 0.0),
+                  transfer.get("d2h", 0.0), (end - ran) * 1e3, (end - start) * 1e3)
+        self._frames += 1
+        return result
+
+    def _preprocess(self, plan: _Plan, frames) -> None:
+        """Frames -> plan.sources (1, K, C, Hp, Wp) float32 in [0, 1], reflect-padded."""
+        height, width = plan.height, plan.width
+        region = plan.sources[0, :, :, :height, :width]
+        scale = np.float32(1.0 / 255.0) if plan.dtype == np.uint8 else np.float32(1.0)
+        for k, frame in enumerate(frames):
+            if plan.frame_channels == 1:
+                np.multiply(frame.reshape(height, width), scale, out=region[k, 0], dtype=np.float32)
+                if plan.mode == "grey_to_colour":
+                    region[k, 1:] = region[k, 0]
+            elif plan.mode == "luma":
+                np.multiply(frame[:, :, 0], np.float32(LUMA[0]) * scale, out=region[k, 0], dtype=np.float32)
+                for c in (1, 2):
+                    np.multiply(frame[:, :, c], np.float32(LUMA[c]) * scale, out=plan.plane, dtype=np.float32)
+                    region[k, 0] += plan.plane
+            else:
+                for c in range(3):
+                    np.multiply(frame[:, :, c], scale, out=region[k, c], dtype=np.float32)
+        sources = plan.sources
+        if plan.dtype == np.float32:
+            low, high = float(sources.min()), float(sources.max())
+            if not (-FLOAT_TOLERANCE <= low and high <= 1.0 + FLOAT_TOLERANCE):  # also catches NaN
+                what = "NaN or infinite values" if not (np.isfinite(low) and np.isfinite(high)) else f"values in [{low:.4g}, {high:.4g}]"
+                raise InputError(f"float32 frames must hold values in [0, 1]; got {what}. "
+                                 "Divide 0..255 data by 255, or pass uint8 frames")
+        if len(plan.pad_rows):
+            sources[..., height:, :width] = sources[..., plan.pad_rows, :width]
+        if len(plan.pad_cols):
+            sources[..., :, width:] = sources[..., :, plan.pad_cols]
+
+    def _smooth(self, plan: _Plan, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """EMA of the weight maps, and the fused frame as the weighted sum of the sources."""
+        if plan.smoothed is None:
+            plan.smoothed = weights.copy()
+            plan.fresh = np.empty_like(weights)
+            plan.product = np.empty(plan.sources.shape[2:], np.float32)
+        else:
+            plan.smoothed *= np.float32(self._smoothing)
+            np.multiply(weights, np.float32(1.0 - self._smoothing), out=plan.fresh)
+            plan.smoothed += plan.fresh
+        fused = plan.staging  # (C, Hp, Wp); postprocess reads it before overwriting it in place
+        np.multiply(plan.sources[0, 0], plan.smoothed[0, 0], out=fused)
+        for k in range(1, plan.count):
+            np.multiply(plan.sources[0, k], plan.smoothed[0, k], out=plan.product)
+            fused += plan.product
+        return fused[None], plan.smoothed
+
+    def _postprocess(self, plan: _Plan, fused: np.ndarray, frames, out: np.ndarray) -> None:
+        """fused (1, C, Hp, Wp) float32 -> ``out`` in the frames' dtype and shape."""
+        height, width = plan.height, plan.width
+        total = float(fused.sum())
+        if not np.isfinite(total):
+            raise InferenceError(f"model {self.info.model} ({self.info.precision}) produced NaN or infinite values "
+                                 f"on frames of shape {frames[0].shape}; with FP16/INT8 models try the FP32 model")
+        if plan.mode == "luma":
+            return self._postprocess_luma(plan, fused[0, 0, :height, :width], frames, out)
+        staging = plan.staging  # may be the very array ``fused`` views (smoothing): all steps work in place
+        if plan.mode == "grey_to_colour":  # the 3-channel result of a grey frame -> grey (luma) in staging[0]
+            for c in range(3):
+                np.multiply(fused[0, c], np.float32(LUMA[c]), out=staging[c])
+            staging[0] += staging[1]
+            staging[0] += staging[2]
+            source, channels = staging[:1], staging[:1]
+        else:
+            source, channels = fused[0], staging
+        if plan.dtype == np.uint8:
+            np.multiply(source, np.float32(255.0), out=channels)
+            np.add(channels, np.float32(0.5), out=channels)  # round half up: the cast below truncates
+            np.clip(channels, 0.0, 255.0, out=channels)
+        else:
+            np.clip(source, 0.0, 1.0, out=channels)
+        if out.ndim == 2 or out.shape[2] == 1:
+            np.copyto(out.reshape(height, width), channels[0, :height, :width], casting="unsafe")
+        else:
+            for c in range(3):
+                np.copyto(out[:, :, c], channels[c, :height, :width], casting="unsafe")
+
+    def _postprocess_luma(self, plan: _Plan, luma: np.ndarray, frames, out: np.ndarray) -> None:
+        """Colour frames through a grey-only model: luma from the model, chroma per pixel from the
+        source with the stronger colour (weights |C|), back to BGR. Rare path; allocates."""
+        scale = 1.0 / 255.0 if plan.dtype == np.uint8 else 1.0
+        lumas = plan.sources[0, :, 0, :plan.height, :plan.width]
+        chroma = []
+        for index, factor in ((0, CB_SCALE), (2, CR_SCALE)):  # Cb from blue, Cr from red
+            values = np.stack([(frame[:, :, index] * np.float32(scale) - y) * np.float32(factor)
+                               for frame, y in zip(frames, lumas)])
+            magnitude = np.abs(values)
+            norm = magnitude.sum(axis=0)
+            chroma.append(np.divide((magnitude * values).sum(axis=0), norm, out=np.zeros_like(norm), where=norm > 0))
+        cb, cr = chroma
+        blue = luma + cb / CB_SCALE
+        red = luma + cr / CR_SCALE
+        green = (luma - LUMA[0] * blue - LUMA[2] * red) / LUMA[1]
+        bgr = np.stack([blue, green, red], axis=-1)
+        if plan.dtype == np.uint8:
+            np.copyto(out, np.clip(bgr * 255.0 + 0.5, 0.0, 255.0), casting="unsafe")
+        else:
+            np.copyto(out, np.clip(bgr, 0.0, 1.0))
+
+    # ---- streaming and lifetime ------------------------------------------------------------
+    def stream(self, source_a, source_b=None, **options):
+        """Fused frames from two synchronized sources, or from one focus-bracketing source whose
+        consecutive frames alternate focus. See :class:`runtime.stream.Stream` for the options."""
+        from runtime.stream import Stream
+
+        return Stream(self, source_a, source_b, **options)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> "Fuser":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Fuser(model={self.info.model!r}, precision={self.info.precision!r}, backend={self.backend_name!r}, device={self.device!r})"

@@ -1,0 +1,343 @@
+"""Streaming fusion: a pipeline of three stages that overlap, linked by small bounded queues.
+
+    capture thread ──(frame groups)──> inference thread ──(fused frames)──> your loop
+
+- Capture reads one group per output frame: a frame from each synchronized source (cameras are
+  ``grab()``-bed together first, then decoded, to keep them as close in time as OpenCV allows), or
+  ``bracket`` consecutive frames of one focus-bracketing source.
+- Live sources (cameras, /dev/videoN, network streams, GStreamer pipelines) drop the OLDEST queued
+  item when the next stage is slow (latency over completeness) and count it in ``dropped``;
+  files never drop: the stages wait for each other.
+- The stream ends cleanly at the end of a file, raises SourceError naming the source when a live
+  source stops delivering or when no frame arrives within ``timeout`` seconds, and stops its
+  threads and releases the sources on Ctrl-C, on ``break`` and on ``close()``.
+
+OpenCV is imported here, when a stream opens (a Jetson's system OpenCV brings GStreamer/CSI).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mfif.errors import ConfigError, SourceError
+from mfif.lazy import require
+
+NETWORK_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Source:
+    """One video source: ``kind`` is 'camera', 'device', 'gstreamer', 'network' or 'file'."""
+
+    spec: str | int
+    kind: str
+    live: bool
+
+    @property
+    def name(self) -> str:
+        if self.kind == "camera":
+            return f"camera {self.spec}"
+        if self.kind == "gstreamer":
+            text = str(self.spec)
+            return f"GStreamer pipeline '{text if len(text) <= 60 else text[:57] + '...'}'"
+        return f"{self.kind} {self.spec}" if self.kind != "file" else str(self.spec)
+
+    def open(self, cv2):
+        if self.kind == "gstreamer":
+            if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+                raise SourceError(f"{self.name}: this OpenCV ({cv2.__version__}) has no GStreamer support; pip wheels "
+                                  "lack it. On a Jetson use the system OpenCV from JetPack (do not pip-install opencv)")
+            capture = cv2.VideoCapture(str(self.spec), cv2.CAP_GSTREAMER)
+        elif self.kind == "device":
+            capture = cv2.VideoCapture(str(self.spec), cv2.CAP_V4L2)
+        else:
+            capture = cv2.VideoCapture(self.spec)
+        if not capture.isOpened():
+            capture.release()
+            hint = {"file": "not a video OpenCV can decode", "camera": "no such camera, or it is in use",
+                    "device": "no such device, no permission, or in use",
+                    "network": "unreachable, wrong URL or credentials"}.get(self.kind, "see GStreamer's messages")
+            raise SourceError(f"cannot open {self.name}: {hint}")
+        if self.live:
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames (where supported)
+        return capture
+
+
+def describe_source(spec, live: bool | None = None) -> Source:
+    """Classify a source: an int or digit string is a camera index; '/dev/videoN' a V4L2 device; a
+    string with '!' a GStreamer pipeline; rtsp://, http:// ... a network stream; else a file."""
+    if isinstance(spec, Path):
+        spec = str(spec)
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)) or spec == "":
+        raise ConfigError(f"a video source is a file path, a camera index, /dev/videoN, a GStreamer pipeline or "
+                          f"a URL; got {spec!r}")
+    if isinstance(spec, int) or spec.isdigit():
+        source = Source(int(spec), "camera", True)
+    elif spec.startswith("/dev/video"):
+        source = Source(spec, "device", True)
+    elif "!" in spec:
+        source = Source(spec, "gstreamer", "filesrc" not in spec)
+    elif spec.lower().startswith(NETWORK_PREFIXES):
+        source = Source(spec, "network", True)
+    else:
+        if not Path(spec).exists() or Path(spec).is_dir():  # exists(): a named pipe is a valid source too
+            raise SourceError(f"video file not found: {spec}")
+        source = Source(spec, "file", False)
+    return source if live is None else Source(source.spec, source.kind, bool(live))
+
+
+def flicker(frames) -> float:
+    """Temporal flicker of a sequence: the mean absolute difference between consecutive frames, in
+    the frames' own units (grey levels for uint8). For a static scene a fused video should flicker
+    no more than its sources do."""
+    total, count, previous = 0.0, 0, None
+    for frame in frames:
+        current = np.asarray(frame, dtype=np.float32)
+        if previous is not None:
+            total += float(np.abs(current - previous).mean())
+            count += 1
+        previous = current
+    if not count:
+        raise ConfigError("flicker needs at least 2 frames")
+    return total / count
+
+
+class Stream:
+    """Fused frames from synchronized sources, made by ``fuser.stream(...)``::
+
+        for fused in fuser.stream("left.mp4", "right.mp4"):
+            writer.write(fused)
+
+    ``source_b`` None means one focus-bracketing source: every ``bracket`` consecutive frames
+    (focus positions, default 2) make one fused frame. ``live`` overrides the live/file guess
+    (live sources drop, files never do). ``smoothing`` sets ``fuser.smoothing`` (temporal EMA of
+    the weight maps) for this stream; the smoothing state starts afresh either way.
+    ``return_weights`` yields (fused, weights). ``queue_size`` bounds each queue. ``timeout``: the
+    longest wait for a source to open or for the next frame, in seconds. ``max_frames`` stops after
+    that many fused frames. The fuser must not be used elsewhere while the stream runs.
+    """
+
+    def __init__(self, fuser, source_a, source_b=None, *, bracket: int | None = None, live: bool | None = None,
+                 smoothing: float | None = None, return_weights: bool = False, queue_size: int = 2,
+                 timeout: float = 10.0, max_frames: int | None = None) -> None:
+        if source_b is not None and bracket not in (None, 1):
+            raise ConfigError(f"bracket={bracket} is for one focus-bracketing source; two sources were given")
+        self.bracket = 1 if source_b is not None else (2 if bracket is None else int(bracket))
+        if self.bracket < 1 or (source_b is None and self.bracket < 2):
+            raise ConfigError(f"bracket must be >= 2 focus positions for a single source, not {bracket}")
+        if queue_size < 1 or timeout <= 0:
+            raise ConfigError(f"queue_size must be >= 1 and timeout > 0 (got {queue_size}, {timeout})")
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be >= 1 or None, not {max_frames}")
+        specs = [source_a] if source_b is None else [source_a, source_b]
+        self.sources = [describe_source(spec, live) for spec in specs]
+        self.live = any(source.live for source in self.sources)
+        self.fuser = fuser
+        self.smoothing = smoothing
+        self.return_weights = return_weights
+        self.timeout = float(timeout)
+        self.max_frames = max_frames
+        self._captured: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._results: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._opened = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self.source_fps: float | None = None
+        self.frame_count: int | None = None   # fused frames to expect from files, when known
+        self.frames_read = 0                  # groups captured
+        self.frames_fused = 0
+        self.frames_out = 0
+        self.dropped_captured = 0             # groups dropped before inference (live only)
+        self.dropped_fused = 0                # fused frames dropped before the consumer (live only)
+        self.ended_by: str | None = None      # the source whose end finished the stream
+        self._start_time = 0.0
+
+    @property
+    def name(self) -> str:
+        return " + ".join(source.name for source in self.sources)
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_captured + self.dropped_fused
+
+    @property
+    def stats(self) -> dict:
+        elapsed = time.perf_counter() - self._start_time if self._started else 0.0
+        return {"frames_read": self.frames_read, "frames_fused": self.frames_fused, "frames_out": self.frames_out,
+                "dropped": self.dropped, "elapsed_s": elapsed,
+                "fps": self.frames_out / elapsed if elapsed > 0 else 0.0, "source_fps": self.source_fps}
+
+    # ---- lifetime ----------------------------------------------------------------------------
+    def start(self) -> "Stream":
+        """Open the sources (in the capture thread, so a hanging open cannot hang the caller)."""
+        if self._started:
+            return self
+        self._started = True
+        self._start_time = time.perf_counter()
+        if self.smoothing is not None:
+            self.fuser.smoothing = self.smoothing
+        self.fuser.reset_smoothing()
+        cv2 = require("cv2", extra="cpu", purpose="reading video and camera sources")
+        capture = threading.Thread(target=self._capture, args=(cv2,), name="mfif-capture", daemon=True)
+        infer = threading.Thread(target=self._infer, name="mfif-inference", daemon=True)
+        self._threads = [capture, infer]
+        capture.start()
+        if not self._opened.wait(self.timeout):
+            self.close()
+            raise SourceError(f"{self.name} did not open within {self.timeout:g} s (unreachable stream, or a "
+                              "device that does not answer); raise timeout= if it is only slow")
+        if isinstance(self._open_result, BaseException):
+            self.close()
+            raise self._open_result
+        infer.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the threads; the capture thread releases the sources as it leaves."""
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=2.0)  # a capture stuck inside a driver call stays behind (daemon)
+
+    def __enter__(self) -> "Stream":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self):
+        self.start()
+        try:
+            while True:
+                try:
+                    item = self._results.get(timeout=self.timeout)
+                except queue.Empty:
+                    raise SourceError(f"no frame from {self.name} for {self.timeout:g} s after {self.frames_read} "
+                                      "frames: the source stalled or disconnected") from None
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                self.frames_out += 1
+                yield item
+        finally:
+            self.close()
+
+    # ---- the two worker threads ---------------------------------------------------------------
+    _open_result: BaseException | None = None
+
+    def _put(self, target: queue.Queue, item, droppable: bool) -> bool:
+        """Queue an item; a droppable one evicts the oldest queued item instead of waiting.
+        Returns the number of items dropped."""
+        if droppable:
+            dropped = 0
+            while True:
+                try:
+                    target.put_nowait(item)
+                    return dropped
+                except queue.Full:
+                    try:
+                        target.get_nowait()
+                        dropped += 1
+                    except queue.Empty:
+                        pass
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return 0
+            except queue.Full:
+                continue
+        return 0
+
+    def _read_group(self, captures) -> list[np.ndarray] | None:
+        """One frame per source (or ``bracket`` frames of the one source); None at the end."""
+        if self.bracket > 1:
+            frames = []
+            for _ in range(self.bracket):
+                ok, frame = captures[0].read()
+                if not ok:
+                    return self._ended(self.sources[0])
+                frames.append(frame)
+            return frames
+        if self.live:
+            for source, capture in zip(self.sources, captures):
+                if not capture.grab():
+                    return self._ended(source)
+            results = [capture.retrieve() for capture in captures]
+        else:
+            results = [capture.read() for capture in captures]
+        for source, (ok, _) in zip(self.sources, results):
+            if not ok:
+                return self._ended(source)
+        return [frame for _, frame in results]
+
+    def _ended(self, source: Source) -> None:
+        if self.frames_read == 0:
+            raise SourceError(f"{source.name} opened but yielded no frames (an empty or unreadable video, or a "
+                              "camera that delivers nothing)")
+        if source.live:
+            raise SourceError(f"{source.name} stopped delivering frames after {self.frames_read} frames: "
+                              "it disconnected or its stream ended")
+        self.ended_by = source.name
+        return None
+
+    def _capture(self, cv2) -> None:
+        captures = []
+        try:
+            try:
+                for source in self.sources:
+                    captures.append(source.open(cv2))
+                fps = captures[0].get(cv2.CAP_PROP_FPS)
+                self.source_fps = fps / self.bracket if fps and np.isfinite(fps) and fps > 0 else None
+                if not self.live:
+                    counts = [capture.get(cv2.CAP_PROP_FRAME_COUNT) for capture in captures]
+                    if all(count > 0 for count in counts):
+                        self.frame_count = int(min(counts)) // self.bracket
+            except BaseException as exc:
+                self._open_result = exc
+                return
+            finally:
+                self._opened.set()
+            while not self._stop.is_set():
+                group = self._read_group(captures)
+                if group is None:
+                    break
+                self.frames_read += 1
+                self.dropped_captured += self._put(self._captured, group, droppable=self.live)
+                if self.max_frames and self.frames_read >= self.max_frames:
+                    break
+            self._put(self._captured, _END, droppable=False)
+        except BaseException as exc:
+            self._put(self._captured, _Failure(exc), droppable=False)
+        finally:
+            for capture in captures:
+                capture.release()
+
+    def _infer(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._captured.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END or isinstance(item, _Failure):
+                    self._put(self._results, item, droppable=False)
+                    return
+                result = self.fuser.fuse(item, return_weights=self.return_weights)
+                self.frames_fused += 1
+                self.dropped_fused += self._put(self._results, result, droppable=self.live)
+        except BaseException as exc:
+            self._put(self._results, _Failure(exc), droppable=False)

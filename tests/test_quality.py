@@ -1,0 +1,228 @@
+"""The quality benchmark (``mfif evaluate``) end to end on small folders made here, and Piella's
+Q/Qw."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.quality import discover_pairs, evaluate, find_results, folder_items, score, synthetic_pair
+from evaluation import piella
+from evaluation.baselines import average
+from evaluation.methods import Method, get_methods
+from mfif.cli import main
+from mfif.errors import ConfigError, DataError, InputError
+
+METRICS = ["QG", "PSNR", "PiellaQ"]
+SIZE = (48, 64)
+
+
+def write_pair(folder, name, seed, colour=True, roles=("A", "B"), truth=True, size=SIZE):
+    frames, sharp = synthetic_pair(seed, size, colour=colour)
+    for role, image in zip(roles, frames):
+        cv2.imwrite(str(folder / f"{name}_{role}.png"), image)
+    if truth:
+        cv2.imwrite(str(folder / f"{name}_GT.png"), sharp)
+    return frames, sharp
+
+
+@pytest.fixture()
+def pairs(tmp_path):
+    """Three good pairs, one with sources of different sizes, one with an unreadable file."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for index in range(3):
+        write_pair(folder, f"p{index}", index, colour=index != 1)
+    frames, _ = synthetic_pair(9, SIZE)
+    cv2.imwrite(str(folder / "sizes_A.png"), frames[0])
+    cv2.imwrite(str(folder / "sizes_B.png"), frames[1][:, :-3])
+    cv2.imwrite(str(folder / "broken_A.png"), frames[0])
+    (folder / "broken_B.png").write_bytes(b"\x89PNG truncated")
+    return folder
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_end_to_end_tables_grid_failures_and_resume(pairs, tmp_path):
+    out = tmp_path / "out"
+    items = folder_items([pairs])
+    methods = get_methods("average,gff")
+    report = evaluate(items, methods, out, METRICS, progress=False)
+    for name in ("per_pair.csv", "per_pair.md", "means.csv", "means.md", "grid_pairs.png"):
+        assert (out / name).is_file(), name
+    grid = cv2.imread(str(out / "grid_pairs.png"))
+    assert grid.shape[0] > 2 * 200 and grid.shape[1] > 5 * 100  # 2 pairs x (A, B, truth, 2 methods)
+
+    rows = read_csv(out / "per_pair.csv")
+    assert len(rows) == 5 * 2
+    failed = {r["pair"]: r["status"] for r in rows if r["status"] != "ok"}
+    assert set(failed) == {"sizes", "broken"}
+    assert "61x48" in failed["sizes"] or "48x61" in failed["sizes"]
+    assert "broken_B.png" in failed["broken"]
+    for row in rows:
+        if row["status"] == "ok":
+            assert all(math.isfinite(float(row[m])) for m in METRICS)
+            assert float(row["time_ms"]) > 0
+
+    means = {r["method"]: r for r in read_csv(out / "means.csv")}
+    assert means["gff"]["pairs"] == "3" and means["gff"]["excluded"] == "2" and means["gff"]["failed"] == "2"
+    ok = [r for r in rows if r["status"] == "ok" and r["method"] == "gff"]
+    assert float(means["gff"]["QG"]) == pytest.approx(np.mean([float(r["QG"]) for r in ok]))
+    # Focus selection must beat the average against the ground truth.
+    assert float(means["gff"]["PSNR"]) > float(means["average"]["PSNR"]) + 3
+    text = (out / "means.md").read_text()
+    assert "## pairs" in text and "## Failed" in text and "nan" not in text.lower()
+    assert report.computed == 10 and report.skipped == 0 and len(report.failures) == 4
+
+    # Resume: scored rows are read back and skipped, failed ones are tried again.
+    again = evaluate(items, methods, out, METRICS, progress=False)
+    assert again.skipped == 6 and again.computed == 4
+    assert read_csv(out / "means.csv") == list(means.values())
+    # A metric asked for later is filled in for every pair.
+    third = evaluate(items, methods, out, [*METRICS, "PiellaQw"], progress=False)
+    assert third.skipped == 0
+    assert all(r["PiellaQw"] for r in read_csv(out / "per_pair.csv") if r["status"] == "ok")
+
+
+def test_scoring_existing_results(pairs, tmp_path):
+    items = [i for i in folder_items([pairs]) if i.name.startswith("p")]
+    results = tmp_path / "tool"
+    results.mkdir()
+    for item in items:
+        frames, _ = item.load()
+        cv2.imwrite(str(results / f"{item.name}_avg.png"), average(frames))
+        cv2.imwrite(str(results / f"{item.name}.png"), frames[0])
+    (results / "p0_A.png").write_bytes(b"")  # a source copy is not a result
+    found = find_results(results, items)
+    assert [r.label for r in found] == ["avg", "tool"]
+    assert len(found[0].files) == 3
+    (results / "p2_avg.png").unlink()  # a result gone missing is a failed row, not a crash
+    report = evaluate(items, get_methods("average"), tmp_path / "out", METRICS, results=found, progress=False)
+    for name in ("p0", "p1"):
+        ours, theirs = report.rows[("pairs", name, "average")], report.rows[("pairs", name, "avg")]
+        assert all(float(ours[m]) == pytest.approx(float(theirs[m])) for m in METRICS)
+    assert report.rows[("pairs", "p2", "avg")]["status"].startswith("failed: image file not found")
+    # The '<pair>.png' files hold source A: scored as that image.
+    frames, truth = items[0].load()
+    expected = score(frames, frames[0], truth, METRICS)
+    assert {m: float(report.rows[("pairs", "p0", "tool")][m]) for m in METRICS} == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="results-prefix"):
+        evaluate(items, get_methods("average"), tmp_path / "out2", METRICS,
+                 results=find_results(results, items, label="average"), progress=False)
+
+
+def test_numbered_layout_and_missing_partner(tmp_path):
+    folder = tmp_path / "liu"
+    folder.mkdir()
+    write_pair(folder, "g_01", 0, colour=False, roles=("1", "2"), truth=False)
+    write_pair(folder, "g_02", 1, colour=False, roles=("1", "2"), truth=False)
+    assert [p.name for p in discover_pairs(folder)] == ["g_01", "g_02"]
+    (folder / "g_02_2.png").unlink()
+    with pytest.raises(DataError, match="'g_02'.*lacks its _2"):
+        discover_pairs(folder)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    write_pair(shared, "x", 0)
+    (shared / "x_B.png").unlink()
+    assert main(["evaluate", str(shared), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+
+
+def test_degenerate_pairs_are_defined_or_excluded_never_nan(tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, shape in {"flat": (40, 40), "thin": (1, 60), "dot": (1, 1), "narrow": (30, 3)}.items():
+        for role in "AB":
+            cv2.imwrite(str(folder / f"{name}_{role}.png"), np.full(shape, 90, np.uint8))
+    write_pair(folder, "good", 3, truth=False)
+    report = evaluate(folder_items([folder]), get_methods("average,lp,decision"), tmp_path / "out",
+                      ["QG", "QMI", "PiellaQ"], progress=False)
+    status = {(k[1], k[2]): r["status"] for k, r in report.rows.items()}
+    for name in ("thin", "dot", "narrow"):
+        assert all("at least" in status[(name, m)] for m in ("average", "lp", "decision")), name
+    means = read_csv(tmp_path / "out" / "means.csv")
+    for row in means:
+        for metric in ("QG", "QMI", "PiellaQ"):
+            assert row[metric] == "" or math.isfinite(float(row[metric]))
+    assert means[0]["excluded"] == str(sum(1 for k in ("flat", "thin", "dot", "narrow")
+                                          if any(status[(k, m)] != "ok" for m in ("average", "lp", "decision"))))
+
+
+def test_a_method_returning_nan_is_a_failed_row(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    write_pair(folder, "p", 0)
+    broken = Method("broken", "broken", lambda frames: np.full(frames[0].shape, np.nan, np.float32))
+    wrong = Method("wrong", "wrong", lambda frames: frames[0][:-1])
+    report = evaluate(folder_items([folder]), [broken, wrong, *get_methods("average")], tmp_path / "out",
+                      METRICS, progress=False)
+    assert "NaN" in report.rows[("set", "p", "broken")]["status"]
+    assert "shape" in report.rows[("set", "p", "wrong")]["status"]
+    assert report.rows[("set", "p", "average")]["status"] == "ok"
+    assert report.summary[0]["pairs"] == 0 and report.summary[0]["QG"] is None
+
+
+def test_cli_synthetic_and_paper_tables(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["evaluate", "--synthetic", "2", "--synthetic-size", "40x52", "--methods", "average,dwt",
+                 "--metrics", "PSNR,QG", "--out", str(out), "--quiet", "--grid", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic (2 pairs, 0 excluded)" in printed and "dwt" in printed
+    assert (out / "grid_synthetic.png").is_file() and len(read_csv(out / "per_pair.csv")) == 4
+
+    classic = tmp_path / "classic"
+    classic.mkdir()
+    for index, name in enumerate(("clock", "pepsi", "cameraman", "lab")):
+        write_pair(classic, name, index, colour=False, truth=False)
+    paper = tmp_path / "paper"
+    assert main(["evaluate", str(classic), "--paper-tables", "--methods", "average", "--out", str(paper),
+                 "--quiet", "--grid", "0"]) == 0
+    text = (paper / "paper_tables.md").read_text()
+    for heading in ("Table 1: clock", "Table 2: pepsi", "Table 3: cameraman",
+                    "| method | IE | MI | Xydeas | Q | Qw | Qe |"):
+        assert heading in text
+    records = read_csv(paper / "paper_tables.csv")
+    assert {r["method"] for r in records} == {"dwt", "lp", "gff", "average"} and len(records) == 12
+    assert "lab" not in {r["pair"] for r in records}
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--synthetic", "1", "--metrics", "QX"], "unknown metric 'QX'"),
+    (["--synthetic", "1", "--methods", "median"], "unknown method 'median'"),
+    (["--synthetic", "1", "--synthetic-size", "big"], "HxW"),
+    (["--synthetic", "0"], "nothing to evaluate"),
+])
+def test_cli_bad_options(tmp_path, capsys, argv, match):
+    assert main(["evaluate", *argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_synthetic_pair_is_complementary():
+    (a, b), truth = synthetic_pair(5, (50, 70))
+    from_a = np.all(a == truth, axis=-1)
+    from_b = np.all(b == truth, axis=-1)
+    assert np.all(from_a | from_b)
+    assert 0.2 < from_a.mean() < 0.8 and 0.2 < from_b.mean() < 0.8
+
+
+def test_piella_indices():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 40)).astype(np.float64)
+    b = cv2.GaussianBlur(a, (0, 0), 2.0)
+    for index in (piella.piella_q, piella.piella_qw):
+        assert index(a, a, a) == pytest.approx(1.0)
+        flat = np.full((16, 16), 9.0)
+        assert index(flat, flat, flat) == pytest.approx(1.0)
+        assert index(flat * 0, flat * 0, flat * 0) == pytest.approx(1.0)
+        good, poor = index(a, b, a), index(a, b, (a + b) / 2)
+        assert -1.0 <= poor < good <= 1.0
+        with pytest.raises(InputError, match="at least 8x8"):
+            index(a[:7], b[:7], a[:7])
+        with pytest.raises(InputError, match="NaN"):
+            index(a, b, np.full_like(a, np.nan))
