@@ -42,8 +42,8 @@ PAPER_BASELINES = ("dwt", "lp", "gff")
 # Columns where no "best" is marked: they reward noise and halos (see docs/metrics.md).
 UNRANKED = frozenset({"EN", "SF", "AG", "SD"})
 BASE_COLUMNS = ("set", "pair", "method", "status", "time_ms")
-ROLES = {"A": 0, "B": 1, "1": 0, "2": 1}
-TRUTH_ROLES = ("GT",)
+# File-name suffixes of sources and ground truth: never a method's name in a results folder.
+ROLE_SUFFIXES = ("A", "B", "1", "2", "GT")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def find_results(folder: str | Path, items: list[Item], prefix: str = "",
             for name in longest_first:
                 if stem == name:
                     method = label
-                elif stem.startswith(name + "_") and stem[len(name) + 1:].upper() not in (*ROLES, *TRUTH_ROLES):
+                elif stem.startswith(name + "_") and stem[len(name) + 1:].upper() not in ROLE_SUFFIXES:
                     method = stem[len(name) + 1:]
                 else:
                     continue
@@ -351,7 +351,7 @@ def _fmt(value, digits: int = 4) -> str:
         value = float(value)
     except ValueError:
         return str(value)
-    return f"{value:.2f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+    return f"{value:.{min(digits, 2)}f}" if abs(value) >= 100 else f"{value:.{digits}f}"
 
 
 def _best(entries: list[dict], metric: str):
@@ -396,10 +396,9 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], tile_height
     for pair_name, tiles in rows:
         row = []
         for title, image in tiles:
-            image = image if image.ndim == 3 and image.shape[2] == 3 else cv2.cvtColor(
-                image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-            if image.dtype != np.uint8:
-                image = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+            image = _as_uint8(image)
+            if not (image.ndim == 3 and image.shape[2] == 3):
+                image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
             width = max(1, round(image.shape[1] * tile_height / image.shape[0]))
             tile = cv2.resize(image, (width, tile_height), interpolation=cv2.INTER_AREA)
             label = np.full((caption, width, 3), 255, np.uint8)
@@ -670,7 +669,8 @@ def _shape(image) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folders", nargs="*", type=Path,
-                        help="folders of pairs: <name>_A.*, <name>_B.* (optional <name>_GT.*) or <name>_1.*, <name>_2.*")
+                        help="folders of pairs: <name>_A.*, <name>_B.* (optional <name>_GT.*) "
+                             "or <name>_1.*, <name>_2.*")
     parser.add_argument("--methods", default=None,
                         help="comma-separated: average, lp, dwt, gff, decision (or 'baselines'), enfuse, focusmap, "
                              "model:<file.onnx> (default: the baselines and enfuse when installed)")

@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calibration.data import calibration_frames, crops, load_samples, split_holdout
-    from calibration.quantize import quantize_int8
+    from calibration.quantize import quantizable_nodes, quantize_int8
     from calibration.report import accuracy_report, format_table, write_report
     from calibration.sensitivity import layer_sensitivity
-    from export.onnx_export import read_info
+    from export.onnx_export import load_onnx, read_info
     from mfif.errors import ConfigError, ModelFileError
 
     info = read_info(args.model)
@@ -75,9 +75,6 @@ def run(args: argparse.Namespace) -> int:
         sensitivity = []
         if args.sensitivity:
             inputs = crops(held, info, args.sensitivity_frames, args.crop, args.seed + 1)
-            from calibration.quantize import quantizable_nodes
-            from export.onnx_export import load_onnx
-
             layers = len(quantizable_nodes(load_onnx(args.model)))
             with tqdm(total=layers, desc="per-layer sensitivity", unit="layer") as bar:
                 sensitivity = layer_sensitivity(args.model, cache, inputs, method=args.method,

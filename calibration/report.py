@@ -93,7 +93,8 @@ def format_table(report: dict) -> str:
                      f"{row['qabf_int8']:9.4f} {row['delta_qabf']:+8.4f}")
     s = report["accuracy"]["summary"]
     if s["pairs"]:
-        lines.append(f"{'mean of ' + str(s['pairs']) + ' pairs':<36} {s['psnr_db_mean']:8.2f} {s['qabf_fp32_mean']:9.4f} "
+        label = f"mean of {s['pairs']} pairs"
+        lines.append(f"{label:<36} {s['psnr_db_mean']:8.2f} {s['qabf_fp32_mean']:9.4f} "
                      f"{s['qabf_int8_mean']:9.4f} {s['delta_qabf_mean']:+8.4f}")
         goal = s["goal"]
         lines.append(f"goal (mean PSNR >= {goal['psnr_db_mean_min']} dB, |mean dQabf| <= "

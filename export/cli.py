@@ -22,11 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random", metavar="MODEL", help="export a freshly built MODEL (xu2018, mustafa2019, "
                                                           "focusmap) with random weights instead of a checkpoint")
     parser.add_argument("-o", "--output", type=Path, help="FP32 .onnx file to write")
-    parser.add_argument("--fp16", type=Path, metavar="PATH", help="also write the FP16 variant (float32 inputs/outputs)")
+    parser.add_argument("--fp16", type=Path, metavar="PATH",
+                        help="also write the FP16 variant (float32 inputs and outputs)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 to 11)")
     parser.add_argument("--num-inputs", type=int, help="fix K, the number of sources, for nets that take any K >= 2 "
                                                        "(default: K stays dynamic)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), help="channels for nets that take any (default 3, BGR)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="fix C for nets that take any channel count "
+                                                                    "(default: C stays dynamic)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim graph simplification")
     parser.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch after export")
 
@@ -49,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     source = _random_model(args.random) if args.random else args.source
     info = export_onnx(source, args.output, opset=args.opset, simplify=not args.no_simplify,
                        num_inputs=args.num_inputs, channels=args.channels)
-    k = info.num_inputs or "any K>=2"
-    print(f"wrote {args.output} ({info.model}, fp32, opset {args.opset}, sources 1x{k}x{info.channels}xHxW, "
+    k, c = info.num_inputs or "K", info.channels or "C"
+    print(f"wrote {args.output} ({info.model}, fp32, opset {args.opset}, sources 1x{k}x{c}xHxW, "
           f"H and W multiples of {info.size_multiple}, checkpoint sha256 {info.checkpoint_sha256[:12] or 'none'})")
     if not args.no_verify:
         _print_parity(args.output, source, info)

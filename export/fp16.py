@@ -82,7 +82,10 @@ def to_fp16(proto: "onnx.ModelProto", keep_fp32: set[str]) -> "onnx.ModelProto":
     from onnx import TensorProto, helper, numpy_helper
 
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ModelFileError(f"cannot infer the tensor types of the graph for FP16 conversion: {exc}") from exc
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]}
     graph = proto.graph

@@ -6,8 +6,8 @@ Choices (see docs/export.md):
 - The TorchScript-based exporter (``dynamo=False``). torch 2.13's default dynamo exporter has no
   opset 17 implementations (it emits opset 18 and its down-conversion fails on ReduceMean), while
   the TorchScript exporter gives a clean opset 17 graph with named dynamic axes for these nets.
-- Batch 1, dynamic H and W; K (the number of sources) dynamic for models that take any K >= 2
-  (focusmap) unless fixed with ``num_inputs``, fixed to 2 for the two-stream nets.
+- Batch 1, dynamic H and W; K (the number of sources) and C dynamic for models that take any
+  (focusmap) unless fixed with ``num_inputs``/``channels``; K = 2 and C fixed for the two-stream nets.
 - The file carries :class:`runtime.model_info.ModelInfo` in its metadata.
 """
 
@@ -72,7 +72,7 @@ def model_info(model: "nn.Module", sha256: str = "", num_inputs: int | None = No
     """The metadata an exported file of ``model`` carries."""
     outputs = ("fused", "weights") if model.has_weight_map else ("fused",)
     return ModelInfo(model=model.name, version=str(version), precision=precision, input_name=INPUT_NAME,
-                     output_names=outputs, channels=int(channels or getattr(model, "channels", 3)),
+                     output_names=outputs, channels=int(channels or getattr(model, "channels", 0)),
                      num_inputs=int(num_inputs or model.num_inputs or 0), size_multiple=int(model.size_multiple),
                      checkpoint_sha256=sha256, config=dict(model.config))
 
@@ -88,10 +88,10 @@ def _check_num_inputs(model: "nn.Module", num_inputs: int | None) -> int | None:
     return num_inputs
 
 
-def _check_channels(model: "nn.Module", channels: int | None) -> int:
+def _check_channels(model: "nn.Module", channels: int | None) -> int | None:
     fixed = getattr(model, "channels", None)
     if channels is None:
-        return fixed or 3
+        return fixed
     if channels not in (1, 3):
         raise ConfigError(f"channels must be 1 (grey) or 3 (BGR), not {channels}")
     if fixed is not None and channels != fixed:
@@ -106,8 +106,8 @@ def _check_channels(model: "nn.Module", channels: int | None) -> int:
 def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: bool = True,
                 num_inputs: int | None = None, channels: int | None = None) -> ModelInfo:
     """Export ``source`` (checkpoint path, Checkpoint or nn.Module) to ``output`` as FP32 ONNX.
-    ``num_inputs`` fixes K for models that take any number of sources; ``channels`` (1 or 3) is the
-    channel count of nets that take any (default 3, BGR). Returns the metadata written."""
+    ``num_inputs`` fixes K and ``channels`` (1 or 3) fixes C for models that take any (both stay
+    dynamic by default). Returns the metadata written."""
     torch = _torch()
     onnx = _onnx()
     model, sha256, metadata = load_model(source)
@@ -119,11 +119,13 @@ def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: boo
 
     k = num_inputs or model.num_inputs or 2
     side = -(-TRACE_SIZE // info.size_multiple) * info.size_multiple
-    example = torch.rand(1, k, info.channels, side, side)
+    example = torch.rand(1, k, info.channels or 3, side, side)
     spatial = {2: "height", 3: "width"}
     axes = {INPUT_NAME: {3: "height", 4: "width"}, "fused": dict(spatial)}
     if info.has_weight_map:
         axes["weights"] = dict(spatial)
+    if info.channels == 0:
+        axes[INPUT_NAME][2] = axes["fused"][1] = "channels"
     if info.num_inputs == 0:
         axes[INPUT_NAME][1] = "k"
         if info.has_weight_map:
@@ -132,11 +134,13 @@ def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: boo
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(model, (example,), buffer, kwargs={"return_weights": True} if info.has_weight_map else None,
-                              dynamo=False, input_names=[INPUT_NAME], output_names=list(info.output_names),
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+            kwargs = {"return_weights": True} if info.has_weight_map else None
+            torch.onnx.export(model, (example,), buffer, kwargs=kwargs, dynamo=False, input_names=[INPUT_NAME],
+                              output_names=list(info.output_names), dynamic_axes=axes, opset_version=opset,
+                              do_constant_folding=True)
     except Exception as exc:  # torch raises many types here; name the model and the cause
-        raise ModelFileError(f"exporting model {model.name} {model.config} to ONNX opset {opset} failed: {exc}") from exc
+        raise ModelFileError(f"exporting model {model.name} {model.config} to ONNX opset {opset} failed: "
+                             f"{exc}") from exc
     proto = onnx.load_from_string(buffer.getvalue())
     if simplify:
         proto = simplify_graph(proto)
@@ -161,9 +165,9 @@ def simplify_graph(proto: "onnx.ModelProto") -> "onnx.ModelProto":
 def set_interface_dims(proto: "onnx.ModelProto", info: ModelInfo) -> None:
     """Name the dimensions of the graph's inputs and outputs as the metadata says: batch 1,
     K fixed or 'k', C fixed, 'height' and 'width' (exporters and onnxsim make up names)."""
-    k = info.num_inputs or "k"
-    shapes = {info.input_name: [1, k, info.channels, "height", "width"],
-              "fused": [1, info.channels, "height", "width"], "weights": [1, k, "height", "width"]}
+    k, c = info.num_inputs or "k", info.channels or "channels"
+    shapes = {info.input_name: [1, k, c, "height", "width"], "fused": [1, c, "height", "width"],
+              "weights": [1, k, "height", "width"]}
     for value in [*proto.graph.input, *proto.graph.output]:
         dims = value.type.tensor_type.shape.dim
         for dim, size in zip(dims, shapes[value.name]):
@@ -237,7 +241,8 @@ def save_onnx(proto: "onnx.ModelProto", output: str | Path) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if proto.ByteSize() >= 2**31:
-        raise ModelFileError(f"model {output.name} is {proto.ByteSize()} bytes, over protobuf's 2 GiB limit for one file")
+        raise ModelFileError(f"model {output.name} is {proto.ByteSize()} bytes, over protobuf's 2 GiB limit "
+                             "for one file")
     tmp = output.with_suffix(output.suffix + ".tmp")
     onnx.save_model(proto, str(tmp), save_as_external_data=False)
     tmp.replace(output)
@@ -339,7 +344,7 @@ def random_sources(info: ModelInfo, height: int, width: int, num_inputs: int = 2
     several scales, so every layer sees structure rather than white noise."""
     rng = np.random.default_rng(seed)
     k = info.num_inputs or num_inputs
-    channels = info.channels
+    channels = info.channels or 3
     out = np.empty((1, k, channels, height, width), np.float32)
     for i in range(k):
         coarse = rng.random((k + 2, channels, max(2, height // 16), max(2, width // 16)), dtype=np.float32)

@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", nargs="+", metavar="SRC",
                         help="two synchronized sources, or one with --bracket: video files, camera indices, /dev/videoN, "
                              "GStreamer pipelines, rtsp:// URLs")
-    parser.add_argument("--demo", metavar="DIR", help="write a generated multi-focus pair DIR/demo_A.png, DIR/demo_B.png and exit")
+    parser.add_argument("--demo", metavar="DIR",
+                        help="write a generated multi-focus pair DIR/demo_A.png, DIR/demo_B.png and exit")
     model = parser.add_argument_group("model and backend")
     model.add_argument("--model", help="ONNX file, TensorRT engine or .safetensors checkpoint (default: the shipped model)")
     model.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
@@ -244,7 +245,7 @@ def _video(fuser, args) -> int:
     stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
                           live=True if args.live else None, smoothing=args.smoothing,
                           timeout=args.timeout, max_frames=args.max_frames)
-    writer = None
+    writer, written = None, 0
     try:
         with stream:
             total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
@@ -253,6 +254,7 @@ def _video(fuser, args) -> int:
                     if writer is None:
                         writer = _open_writer(cv2, output, fused, stream.source_fps or 30.0)
                     writer.write(fused)
+                    written += 1
                 if preview:
                     cv2.imshow("mfif fuse", fused)
                     if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -263,8 +265,8 @@ def _video(fuser, args) -> int:
         if preview:
             cv2.destroyAllWindows()
         stats = stream.stats
-        where = f" into {output}" if output is not None and writer is not None else ""
-        print(f"fused {stats['frames_out']} frames{where} at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
+        print(f"fused {stats['frames_out']} frames at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
+              + (f", wrote {written} to {output}" if writer is not None else "")
               + (f"; {stream.ended_by} ended first" if stream.ended_by and source_b else ""))
     return 0
 

@@ -149,7 +149,9 @@ class Fuser:
     ``providers``: ONNX Runtime execution providers, passed through (e.g. a configured
     TensorrtExecutionProvider). ``threads``: ONNX Runtime intra-op threads (default: physical cores).
     ``smoothing``: temporal smoothing of the weight maps for video, 0 (off) to <1 (see
-    :attr:`smoothing`).
+    :attr:`smoothing`). ``stats_window``: frames averaged in :attr:`stats`. Other keyword options
+    go to the backend as they are (e.g. the TensorRT backend's ``profile``); an option the backend
+    does not take is a ConfigError.
 
     Frames keep their dtype and shape: the result of uint8 HxWx3 frames is uint8 HxWx3. A grey
     frame given to a colour-only model is copied into the 3 channels and the result turned back to
@@ -164,8 +166,9 @@ class Fuser:
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
                  providers: list | None = None, threads: int | None = None, smoothing: float = 0.0,
-                 stats_window: int = 100) -> None:
-        self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads)
+                 stats_window: int = 100, **backend_options) -> None:
+        self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads,
+                                       **backend_options)
         self.info: ModelInfo = self._backend.info
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
@@ -299,7 +302,8 @@ class Fuser:
         if plan.dtype == np.float32:
             low, high = float(sources.min()), float(sources.max())
             if not (-FLOAT_TOLERANCE <= low and high <= 1.0 + FLOAT_TOLERANCE):  # also catches NaN
-                what = "NaN or infinite values" if not (np.isfinite(low) and np.isfinite(high)) else f"values in [{low:.4g}, {high:.4g}]"
+                finite = np.isfinite(low) and np.isfinite(high)
+                what = f"values in [{low:.4g}, {high:.4g}]" if finite else "NaN or infinite values"
                 raise InputError(f"float32 frames must hold values in [0, 1]; got {what}. "
                                  "Divide 0..255 data by 255, or pass uint8 frames")
         if len(plan.pad_rows):
@@ -327,10 +331,9 @@ class Fuser:
     def _postprocess(self, plan: _Plan, fused: np.ndarray, frames, out: np.ndarray) -> None:
         """fused (1, C, Hp, Wp) float32 -> ``out`` in the frames' dtype and shape."""
         height, width = plan.height, plan.width
-        total = float(fused.sum())
-        if not np.isfinite(total):
-            raise InferenceError(f"model {self.info.model} ({self.info.precision}) produced NaN or infinite values "
-                                 f"on frames of shape {frames[0].shape}; with FP16/INT8 models try the FP32 model")
+        if plan.mode == "luma" or plan.dtype == np.float32:
+            if not np.isfinite(float(fused.sum())):
+                self._not_finite(frames)
         if plan.mode == "luma":
             return self._postprocess_luma(plan, fused[0, 0, :height, :width], frames, out)
         staging = plan.staging  # may be the very array ``fused`` views (smoothing): all steps work in place
@@ -348,11 +351,17 @@ class Fuser:
             np.clip(channels, 0.0, 255.0, out=channels)
         else:
             np.clip(source, 0.0, 1.0, out=channels)
-        if out.ndim == 2 or out.shape[2] == 1:
-            np.copyto(out.reshape(height, width), channels[0, :height, :width], casting="unsafe")
-        else:
-            for c in range(3):
-                np.copyto(out[:, :, c], channels[c, :height, :width], casting="unsafe")
+        targets = [out.reshape(height, width)] if out.ndim == 2 or out.shape[2] == 1 else [out[:, :, c] for c in range(3)]
+        try:
+            with np.errstate(invalid="raise"):  # NaN cannot be cast to uint8: caught here at no extra cost
+                for target, channel in zip(targets, channels):
+                    np.copyto(target, channel[:height, :width], casting="unsafe")
+        except FloatingPointError:
+            self._not_finite(frames)
+
+    def _not_finite(self, frames):
+        raise InferenceError(f"model {self.info.model} ({self.info.precision}) produced NaN or infinite values "
+                             f"on frames of shape {frames[0].shape}; with an FP16/INT8 model try the FP32 one")
 
     def _postprocess_luma(self, plan: _Plan, luma: np.ndarray, frames, out: np.ndarray) -> None:
         """Colour frames through a grey-only model: luma from the model, chroma per pixel from the
@@ -394,4 +403,5 @@ class Fuser:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Fuser(model={self.info.model!r}, precision={self.info.precision!r}, backend={self.backend_name!r}, device={self.device!r})"
+        return (f"Fuser(model={self.info.model!r}, precision={self.info.precision!r}, "
+                f"backend={self.backend_name!r}, device={self.device!r})")

@@ -54,7 +54,7 @@ class Source:
             return f"GStreamer pipeline '{text if len(text) <= 60 else text[:57] + '...'}'"
         return f"{self.kind} {self.spec}" if self.kind != "file" else str(self.spec)
 
-    def open(self, cv2):
+    def open(self, cv2, timeout: float = 10.0):
         if self.kind == "gstreamer":
             if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
                 raise SourceError(f"{self.name}: this OpenCV ({cv2.__version__}) has no GStreamer support; pip wheels "
@@ -62,6 +62,10 @@ class Source:
             capture = cv2.VideoCapture(str(self.spec), cv2.CAP_GSTREAMER)
         elif self.kind == "device":
             capture = cv2.VideoCapture(str(self.spec), cv2.CAP_V4L2)
+        elif self.kind == "network":  # FFmpeg's own open/read timeouts, so a dead stream cannot hang a read
+            milliseconds = int(timeout * 1000)
+            capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
+                                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
         else:
             capture = cv2.VideoCapture(self.spec)
         if not capture.isOpened():
@@ -164,6 +168,7 @@ class Stream:
         self.dropped_fused = 0                # fused frames dropped before the consumer (live only)
         self.ended_by: str | None = None      # the source whose end finished the stream
         self._start_time = 0.0
+        self._end_time: float | None = None
 
     @property
     def name(self) -> str:
@@ -175,7 +180,8 @@ class Stream:
 
     @property
     def stats(self) -> dict:
-        elapsed = time.perf_counter() - self._start_time if self._started else 0.0
+        end = self._end_time if self._end_time is not None else time.perf_counter()
+        elapsed = end - self._start_time if self._started else 0.0
         return {"frames_read": self.frames_read, "frames_fused": self.frames_fused, "frames_out": self.frames_out,
                 "dropped": self.dropped, "elapsed_s": elapsed,
                 "fps": self.frames_out / elapsed if elapsed > 0 else 0.0, "source_fps": self.source_fps}
@@ -195,18 +201,22 @@ class Stream:
         infer = threading.Thread(target=self._infer, name="mfif-inference", daemon=True)
         self._threads = [capture, infer]
         capture.start()
-        if not self._opened.wait(self.timeout):
+        try:
+            if not self._opened.wait(self.timeout):
+                raise SourceError(f"{self.name} did not open within {self.timeout:g} s (unreachable stream, or a "
+                                  "device that does not answer); raise timeout= if it is only slow")
+            if isinstance(self._open_result, BaseException):
+                raise self._open_result
+        except BaseException:  # also Ctrl-C while waiting: leave no thread behind
             self.close()
-            raise SourceError(f"{self.name} did not open within {self.timeout:g} s (unreachable stream, or a "
-                              "device that does not answer); raise timeout= if it is only slow")
-        if isinstance(self._open_result, BaseException):
-            self.close()
-            raise self._open_result
+            raise
         infer.start()
         return self
 
     def close(self) -> None:
         """Stop the threads; the capture thread releases the sources as it leaves."""
+        if self._started and self._end_time is None:
+            self._end_time = time.perf_counter()
         self._stop.set()
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
@@ -219,6 +229,8 @@ class Stream:
         self.close()
 
     def __iter__(self):
+        if self._stop.is_set():
+            raise ConfigError(f"this stream of {self.name} has ended; a Stream runs once, make a new one")
         self.start()
         try:
             while True:
@@ -299,7 +311,7 @@ class Stream:
         try:
             try:
                 for source in self.sources:
-                    captures.append(source.open(cv2))
+                    captures.append(source.open(cv2, self.timeout))
                 fps = captures[0].get(cv2.CAP_PROP_FPS)
                 self.source_fps = fps / self.bracket if fps and np.isfinite(fps) and fps > 0 else None
                 if not self.live:

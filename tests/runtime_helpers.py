@@ -1,68 +1,35 @@
-"""Test utilities of the runtime tests: exporting models to ONNX the way the runtime expects them
-(until export/onnx_export.py is used here instead), and synthetic multi-focus frames and videos."""
+"""Test utilities of the runtime tests: models exported to ONNX (with the project's exporter, plus a
+hand-set focus-measure model), and synthetic multi-focus frames and videos."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-_CACHE: dict[tuple, Path] = {}
+_CACHE: dict[tuple, Path] = {}  # exported files, once per test process
 _CACHE_DIR = Path(tempfile.mkdtemp(prefix="mfif-runtime-tests-"))
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 
-def export_onnx(model, path: str | Path, note: str = "") -> Path:
-    """Export a train.models net: input ``sources`` (1, K, C, H, W) with dynamic H and W (and K, C
-    where the net takes any), outputs ``fused`` (+ ``weights``), opset 17, ModelInfo metadata."""
-    import onnx
-    import torch
+def export_onnx(model, path: str | Path, channels: int | None = None, note: str = "") -> Path:
+    """Export a train.models net with the project's exporter (export/onnx_export.py): input
+    ``sources`` (1, K, C, H, W) with dynamic H and W (and K, C where the net takes any; ``channels``
+    fixes C), outputs ``fused`` (+ ``weights``), opset 17, ModelInfo metadata. ``note`` adds an
+    ``mfif.note`` metadata entry."""
+    from export.onnx_export import export_onnx as export
 
-    from runtime.model_info import ModelInfo
-
-    model = model.eval()
-    has_weights = bool(getattr(model, "has_weight_map", False))
-    channels = getattr(model, "channels", 0)
-    count = model.num_inputs or 0
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, sources):
-            return self.net(sources, return_weights=True) if has_weights else self.net(sources)
-
-    outputs = ["fused", "weights"] if has_weights else ["fused"]
-    source_axes = {3: "height", 4: "width"}
-    fused_axes = {2: "height", 3: "width"}
-    weight_axes = {2: "height", 3: "width"}
-    if not count:
-        source_axes[1] = weight_axes[1] = "num_inputs"
-    if not channels:
-        source_axes[2] = fused_axes[1] = "channels"
-    dynamic = {"sources": source_axes, "fused": fused_axes}
-    if has_weights:
-        dynamic["weights"] = weight_axes
-    example = torch.rand(1, count or 2, channels or 3, 32, 32)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapper(model), (example,), str(path), input_names=["sources"], output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
-    info = ModelInfo(model=model.name, output_names=tuple(outputs), channels=channels, num_inputs=count,
-                     size_multiple=model.size_multiple, config=dict(model.config))
-    proto = onnx.load(str(path))
-    metadata = info.to_metadata()
+    export(model, path, channels=channels)
     if note:
-        metadata["mfif.note"] = note
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+        import onnx
+
+        proto = onnx.load(str(path))
+        proto.metadata_props.add(key="mfif.note", value=note)
+        onnx.save(proto, str(path))
     return path
 
 
@@ -78,6 +45,36 @@ def exported(name: str, seed: int = 0, **config) -> Path:
         model = build_model(name, **config)
         tag = "-".join([name, str(seed)] + [f"{k}{v}" for k, v in sorted(config.items())])
         _CACHE[key] = export_onnx(model, _CACHE_DIR / f"{tag}.onnx")
+    return _CACHE[key]
+
+
+def focus_measure_model(gain: float = 20.0):
+    """A focusmap whose parameters are set by hand to a classic focus measure: the local mean of
+    |x - box3(x)| (high-pass energy), widened by the dilated blocks; softmax then favours the sharper
+    source. A stand-in for trained weights where a test needs a model that reacts to focus."""
+    import torch
+
+    from train.models import build_model
+
+    model = build_model("focusmap", scale=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.stem[0].weight[0, 1, 1, 1] = 1.0    # relu(+high-pass)
+        model.stem[0].weight[1, 1, 1, 1] = -1.0   # relu(-high-pass): the two sum to |high-pass|
+        for block in model.blocks:                 # x + box(x): a widening local mean
+            block.depthwise.weight.fill_(1.0 / 9.0)
+            block.pointwise.weight[:, :, 0, 0] = torch.eye(block.pointwise.weight.shape[0])
+        model.compare[0].weight[0, 0, 0, 0] = gain
+        model.compare[0].weight[0, 1, 0, 0] = gain
+        model.compare[3].weight[0, 0, 0, 0] = 1.0
+    return model.eval()
+
+
+def focus_measure_onnx() -> Path:
+    key = ("focus-measure",)
+    if key not in _CACHE:
+        _CACHE[key] = export_onnx(focus_measure_model(), _CACHE_DIR / "focus-measure.onnx")
     return _CACHE[key]
 
 

@@ -3,7 +3,6 @@ bad inputs, threads, stats and the import footprint."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import demo_frames, export_onnx, exported
+from runtime_helpers import demo_frames, export_onnx, exported, focus_measure_onnx
 
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, MfifError, ModelFileError
 from runtime import Fuser
@@ -94,6 +93,19 @@ def test_padding_and_layout_match_the_model_on_reflect_padded_input(scale4):
     np.testing.assert_allclose(fuser(*grey), np.clip(reference(scale4, grey, 4), 0, 1), atol=1e-5)
 
 
+@pytest.mark.parametrize("size, colour", [((120, 160), True), ((75, 101), False)])
+def test_a_focus_measure_model_recovers_the_sharp_scene(size, colour):
+    """With a model that reacts to focus (a hand-set focus measure standing in for trained weights)
+    the whole path, layout to rounding, gives back the all-in-focus scene."""
+    a, b, sharp = demo_frames(*size, colour=colour)
+    fuser = Fuser(focus_measure_onnx())
+    fused, weights = fuser(a, b, return_weights=True)
+    error = np.abs(fused.astype(float) - sharp).mean()
+    assert error < 0.25 * min(np.abs(a.astype(float) - sharp).mean(), np.abs(b.astype(float) - sharp).mean())
+    width = size[1]
+    assert weights[0][:, : width // 4].mean() > 0.9 and weights[0][:, -width // 4:].mean() < 0.1  # A is sharp on the left
+
+
 def test_weights_and_more_than_two_sources(fuser):
     a, b, sharp = demo_frames(64, 96)
     fused, weights = fuser.fuse([a, b, sharp], return_weights=True)
@@ -159,8 +171,7 @@ def test_grey_frames_into_a_colour_only_model(tmp_path):
     from train.models import build_model
 
     torch.manual_seed(0)
-    colour_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "colour.onnx")
-    _override_channels(colour_only, 3)
+    colour_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "colour.onnx", channels=3)
     fuser = Fuser(colour_only)
     assert fuser.info.channels == 3
     rng = np.random.default_rng(3)
@@ -177,8 +188,7 @@ def test_colour_frames_into_a_grey_only_model(tmp_path):
     from train.models import build_model
 
     torch.manual_seed(0)
-    grey_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "grey.onnx")
-    _override_channels(grey_only, 1)
+    grey_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "grey.onnx", channels=1)
     fuser = Fuser(grey_only)
     a, b, _ = demo_frames(40, 56)
     # identical sources: the luma from the model and the chroma rule must give the frame back
@@ -208,16 +218,6 @@ def test_real_two_input_models_with_fixed_channels():
     assert xu_grey.info.channels == 1
     fused = xu_grey(a, b)
     assert fused.shape == a.shape and fused.dtype == np.uint8
-
-
-def _override_channels(path: Path, channels: int) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    for entry in proto.metadata_props:
-        if entry.key == "mfif.channels":
-            entry.value = json.dumps(channels)
-    onnx.save(proto, str(path))
 
 
 # ---- bad input -------------------------------------------------------------------------------
@@ -257,12 +257,41 @@ def test_bad_model_files(tmp_path):
         Fuser(unknown)
     with pytest.raises(ConfigError, match="unknown backend 'tflite'"):
         Fuser(backend="tflite")
+    with pytest.raises(ConfigError, match=r"backend 'onnxruntime' does not take the options \['precison'\]"):
+        Fuser(precison="fp16")
     with pytest.raises(ConfigError, match="cannot run focusmap.onnx"):
         Fuser(DEFAULT_MODEL, backend="torch")
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
     with pytest.raises(MfifError):
         Fuser(engine)
+
+
+def test_a_model_that_gives_nan_is_an_error_not_garbage(tmp_path):
+    """A hand-built graph whose output is 0/0 (as an FP16 overflow can give)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime import InferenceError
+    from runtime.model_info import ModelInfo
+
+    nodes = [helper.make_node("ReduceMean", ["sources"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("Sub", ["mean", "mean"], ["zero"]),
+             helper.make_node("Div", ["zero", "zero"], ["fused"])]
+    graph = helper.make_graph(nodes, "nan",
+                              [helper.make_tensor_value_info("sources", TensorProto.FLOAT, [1, "k", "c", "h", "w"])],
+                              [helper.make_tensor_value_info("fused", TensorProto.FLOAT, [1, "c", "h", "w"])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for key, value in ModelInfo(model="nan-maker").to_metadata().items():
+        proto.metadata_props.add(key=key, value=value)
+    path = tmp_path / "nan.onnx"
+    onnx.save(proto, str(path))
+    fuser = Fuser(path)
+    a, b, _ = demo_frames(16, 20)
+    with pytest.raises(InferenceError, match="model nan-maker .fp32. produced NaN"):
+        fuser(a, b)
+    with pytest.raises(InferenceError, match="produced NaN"):
+        fuser(a.astype(np.float32) / 255, b.astype(np.float32) / 255)
 
 
 def test_onnx_without_metadata_is_refused(tmp_path):
@@ -276,6 +305,7 @@ def test_onnx_without_metadata_is_refused(tmp_path):
         Fuser(bare)
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
 def test_a_gpu_that_cannot_run_is_an_error_not_a_silent_cpu_run():
     import onnxruntime as ort
 
@@ -293,7 +323,8 @@ def test_a_gpu_that_cannot_run_is_an_error_not_a_silent_cpu_run():
 
 def test_provider_check_warns_when_an_automatic_cuda_choice_fell_back():
     available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    message = check_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"], available, strict=False)
+    message = check_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"], available,
+                              strict=False)
     assert "failed to load" in message and "Running on the CPU" in message
     with pytest.raises(BackendUnavailableError, match="failed to load"):
         check_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"], available, strict=True)

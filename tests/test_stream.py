@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_helpers import demo_frames, read_video, write_video
+from runtime_helpers import demo_frames, focus_measure_onnx, read_video, write_video
 
 from mfif.errors import ConfigError, InputError, SourceError
 from runtime import Fuser
@@ -132,9 +132,29 @@ def test_a_source_that_never_opens_times_out(tmp_path, fuser):
     fifo = tmp_path / "stalled"
     os.mkfifo(fifo)  # opening a pipe with no writer blocks inside OpenCV
     start = time.perf_counter()
-    with pytest.raises(SourceError, match=r"did not open within 1 s"):
-        list(fuser.stream(fifo, fifo, timeout=1.0))
-    assert time.perf_counter() - start < 6
+    try:
+        with pytest.raises(SourceError, match=r"did not open within 1 s"):
+            list(fuser.stream(fifo, fifo, timeout=1.0))
+        assert time.perf_counter() - start < 6
+    finally:
+        _unblock(fifo)  # a stuck open holds OpenCV's video I/O locks; let the daemon capture thread go
+    assert mfif_threads() == []
+
+
+def _unblock(fifo: Path, seconds: float = 20.0) -> None:
+    deadline = time.perf_counter() + seconds
+    while mfif_threads() and time.perf_counter() < deadline:
+        try:
+            handle = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # fails while nobody is opening it
+        except OSError:
+            time.sleep(0.02)
+            continue
+        try:
+            os.write(handle, b"\0" * 1024)
+        except OSError:
+            pass
+        os.close(handle)
+        time.sleep(0.02)
 
 
 def test_sources_of_different_sizes(tmp_path, fuser):
@@ -178,10 +198,11 @@ def test_gstreamer_pipeline_without_gstreamer_support(fuser):
 
 
 def test_temporal_smoothing_reduces_flicker(tmp_path):
-    """A static scene with sensor noise: smoothing the weight maps must steady them and the fused
-    frames. The figures are printed (pytest -s) for docs/runtime.md."""
+    """A static scene with sensor noise, fused by a model that reacts to focus (and so to noise in
+    flat areas): smoothing the weight maps must steady them and the fused frames. The figures are
+    printed (pytest -s) for docs/runtime.md."""
     path_a, path_b = make_pair_videos(tmp_path, count=16, size=(96, 128))
-    fuser = Fuser()
+    fuser = Fuser(focus_measure_onnx())
     figures = {}
     for smoothing in (0.0, 0.8):
         results = list(fuser.stream(path_a, path_b, smoothing=smoothing, return_weights=True))

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--resume", help="continue from a last.safetensors written by an earlier run")
+    parser.add_argument("--stop-after", type=int, default=0, metavar="EPOCHS",
+                        help="stop after this many epochs (the schedule still spans all), to --resume later")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         data=data, real=list(args.real), out=args.out or f"runs/{args.model}", epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
         lr=args.lr, seed=args.seed, val_count=args.val_count, val_crop=args.val_crop, device=args.device,
-        workers=args.workers, resume=args.resume or "", synth=dict(args.synth))
+        workers=args.workers, resume=args.resume or "", stop_after=args.stop_after, synth=dict(args.synth))
     summary = train(config)
     if summary["epochs"] and "psnr" in summary["epochs"][-1]:
         last = summary["epochs"][-1]

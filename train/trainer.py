@@ -46,6 +46,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     resume: str = ""
+    stop_after: int = 0                 # stop after this many epochs (schedule unchanged); resume later
     synth: dict = field(default_factory=dict)   # SynthConfig overrides
 
     def __post_init__(self):
@@ -204,7 +205,10 @@ def _train(config: TrainConfig, dist: _Distributed) -> dict:
         raise DataError("no data folder given: pass --data with a folder of sharp photos")
     channels = getattr(model, "channels", 3)
     num_inputs = model.num_inputs or 2
-    synth = SynthConfig(**{"crop": config.crop, "channels": channels, "num_inputs": num_inputs, **config.synth})
+    try:
+        synth = SynthConfig(**{"crop": config.crop, "channels": channels, "num_inputs": num_inputs, **config.synth})
+    except TypeError as exc:
+        raise ConfigError(f"unknown synthetic-pair setting in {config.synth}: {exc}") from exc
     photos = load_photos(config.data, split="train", min_size=synth.crop // 2)
     val_config = SynthConfig(**{**asdict(synth), "crop": config.val_crop, "num_inputs": num_inputs})
     val_samples = validation_set(config.data, val_config, count=config.val_count) if dist.main else []
@@ -233,7 +237,8 @@ def _train(config: TrainConfig, dist: _Distributed) -> dict:
     if resumed is not None:
         best_psnr = float(resumed.metadata.get("train.best_psnr", "-inf"))
     started = time.perf_counter()
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = min(config.epochs, config.stop_after) if config.stop_after > 0 else config.epochs
+    for epoch in range(start_epoch, last_epoch):
         for part in datasets:
             part.set_epoch(epoch)
         # Item content depends only on (seed, epoch, index); shuffling only mixes the batches.

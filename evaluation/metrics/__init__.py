@@ -3,7 +3,9 @@ et al. 2020 (Z. Liu's MATLAB toolbox with Y. Liu's corrections); see docs/metric
 
 Every source-based metric is a function ``metric(a, b, fused) -> float`` on grey float64 images in
 0..255 (use :func:`reference_grey` to convert as the reference pipeline does); ground-truth metrics
-are ``metric(fused, truth) -> float``; no-reference ones ``metric(image) -> float``.
+are ``metric(fused, truth) -> float``; no-reference ones ``metric(image) -> float``. Bad input
+(wrong shape or size, NaN, values outside 0..255) raises ``mfif.errors.InputError``.
+:func:`compute_metrics` takes uint8 or float images, grey or BGR, and converts them first.
 """
 
 from __future__ import annotations
@@ -49,15 +51,19 @@ def get_metric(name: str):
     raise KeyError(f"unknown metric {name!r}; known: {known}")
 
 
-def reference_grey(image: np.ndarray) -> np.ndarray:
+def reference_grey(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Grey float64 image in 0..255 as the reference pipeline makes it (MATLAB rgb2gray, rounded
+    to uint8, for colour); ``name`` is used in error messages. See evaluation.metrics.common."""
     from evaluation.metrics.common import reference_grey as convert
-    return convert(image)
+    return convert(image, name)
 
 
 def compute_metrics(a: np.ndarray, b: np.ndarray, fused: np.ndarray, names=REFERENCE_METRICS,
                     truth: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of one fused image against its two sources (and ground truth when given), on the
-    reference grey conversion. Inputs are uint8 grey or BGR images of one size."""
+    reference grey conversion. Inputs are grey or BGR images of one size, at least 11x11: uint8,
+    or float in [0, 1] or 0..255 (see evaluation.metrics.common.prepare_inputs). Ground-truth
+    metrics are left out when ``truth`` is None."""
     from evaluation.metrics.common import prepare_inputs
 
     ga, gb, gf, gt = prepare_inputs(a, b, fused, truth)

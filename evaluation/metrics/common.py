@@ -134,7 +134,7 @@ def validate(metric: str, min_size: int, **images: np.ndarray) -> list[np.ndarra
         if image.dtype.kind not in "iuf":
             raise InputError(f"{metric}: {name} has sample type {image.dtype}; pass real grey levels 0..255")
         _finite_or_raise(image, f"{metric}: {name}")
-        data = image.astype(np.float64, copy=False)
+        data = np.ascontiguousarray(image, dtype=np.float64)
         low, high = float(data.min()), float(data.max())
         if low < 0.0 or high > 255.0:
             raise InputError(f"{metric} takes grey levels in 0..255; {name} has values {low:g}..{high:g}: "
@@ -146,7 +146,7 @@ def validate(metric: str, min_size: int, **images: np.ndarray) -> list[np.ndarra
 
 # Rows of window positions per strip in the window metrics: small enough that the temporaries
 # stay in the CPU cache instead of being fresh memory on every call.
-STRIP_ROWS = 64
+STRIP_ROWS = 32
 
 
 def row_strips(height: int, window: int, rows: int = STRIP_ROWS):

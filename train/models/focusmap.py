@@ -3,6 +3,16 @@ pixel; a softmax over the sources turns the scores into weight maps; the fused i
 weighted sum of the full-resolution sources. So colour comes for free, no pixel is invented, and
 any number of sources N >= 2 works.
 
+The scoring net is a small U-shaped encoder-decoder run on each source's grey image (shared
+weights): a 3x3 stem, then ``levels`` average-pool steps, each level one or two depthwise-separable
+residual blocks (width ``features`` doubling up to 4x). Sources are compared with each other where
+it matters: at the bottom (wide context, to decide flat regions from their surroundings) and at
+every skip connection of the decoder (sharp decisions at region edges), by concatenating each
+source's features with their difference from the mean over all sources, which keeps the net
+symmetric in its inputs. Inputs per source: the grey image, its 3x3 high-pass, and the local
+high-pass energy measured at full resolution (so the finest detail, the surest sign of focus,
+survives the reduced resolution below).
+
 Speed/quality knob: ``scale`` > 1 computes the scores on a (1/scale)-sized copy of the sources and
 brings the weights back to full size with a fast guided filter (He and Sun 2015) whose guide is the
 full-resolution grey image, so weight edges follow image edges instead of blocky upsampling.
@@ -21,16 +31,23 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 class SeparableBlock(nn.Module):
-    """Depthwise 3x3 (dilated) + pointwise 1x1 with a residual connection."""
+    """Depthwise 3x3 + pointwise 1x1 with a residual connection."""
 
-    def __init__(self, channels: int, dilation: int):
+    def __init__(self, channels: int):
         super().__init__()
-        self.depthwise = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels)
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
         self.pointwise = nn.Conv2d(channels, channels, 1)
-        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.pointwise(self.depthwise(x)))
+        return F.relu(x + self.pointwise(self.depthwise(x)))
+
+
+def _with_contrast(features: torch.Tensor, batch: int, count: int) -> torch.Tensor:
+    """(B*K, C, h, w) -> (B*K, 2C, h, w): each source's features and their difference from the
+    mean over the K sources."""
+    x = features.reshape(batch, count, *features.shape[1:])
+    x = torch.cat([x, x - x.mean(dim=1, keepdim=True)], dim=2)
+    return x.reshape(batch * count, -1, *features.shape[2:])
 
 
 class FocusMap(nn.Module):
@@ -38,37 +55,52 @@ class FocusMap(nn.Module):
     num_inputs = None       # any N >= 2
     has_weight_map = True
 
-    def __init__(self, features: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8), scale: int = 1,
-                 guide_radius: int = 2, guide_eps: float = 1e-3):
+    def __init__(self, features: int = 8, levels: int = 3, scale: int = 1, guide_radius: int = 2,
+                 guide_eps: float = 1e-3):
         super().__init__()
         if scale < 1:
             raise ValueError(f"scale must be >= 1, not {scale}")
-        self.config = {"features": features, "dilations": list(dilations), "scale": scale,
+        if features < 1 or levels < 1:
+            raise ValueError(f"features and levels must be >= 1, not {features} and {levels}")
+        self.config = {"features": features, "levels": levels, "scale": scale,
                        "guide_radius": guide_radius, "guide_eps": guide_eps}
         self.scale = scale
         self.size_multiple = scale
         self.guide_radius = guide_radius
         self.guide_eps = guide_eps
-        # Per-source features from the grey image and its high-pass residual.
-        self.stem = nn.Sequential(nn.Conv2d(2, features, 3, padding=1), nn.ReLU(inplace=True))
-        self.blocks = nn.Sequential(*(SeparableBlock(features, d) for d in dilations))
-        # Compare each source's features with the mean over all sources (permutation invariant).
-        self.compare = nn.Sequential(
-            nn.Conv2d(2 * features, features, 1), nn.ReLU(inplace=True),
-            SeparableBlock(features, 1),
-            nn.Conv2d(features, 1, 1),
-        )
+        self.levels = levels
+        widths = [features * 2 ** min(level, 2) for level in range(levels + 1)]
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1), nn.ReLU(inplace=True))
+        self.encoder = nn.ModuleList(
+            nn.Sequential(*(SeparableBlock(width) for _ in range(1 if level < 2 else 2)))
+            for level, width in enumerate(widths))
+        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 1), nn.ReLU(inplace=True))
+                                  for i in range(levels))
+        top = widths[-1]
+        self.bottom = nn.Sequential(nn.Conv2d(2 * top, top, 1), nn.ReLU(inplace=True),
+                                    SeparableBlock(top), SeparableBlock(top))
+        self.up = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(levels))
+        self.lateral = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels))
+        self.decoder = nn.ModuleList(SeparableBlock(widths[i]) for i in range(levels))
+        self.head = nn.Conv2d(widths[0], 1, 1)
 
-    def scores(self, grey: torch.Tensor) -> torch.Tensor:
-        """grey: (B, K, h, w) -> focus scores (B, K, h, w)."""
+    def scores(self, grey: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
+        """grey, detail: (B, K, h, w) -> focus scores (B, K, h, w)."""
         batch, count, height, width = grey.shape
         x = grey.reshape(batch * count, 1, height, width)
-        x = torch.cat([x, x - box_filter(x, 1)], dim=1)
-        features = self.blocks(self.stem(x))
-        features = features.reshape(batch, count, -1, height, width)
-        mean = features.mean(dim=1, keepdim=True).expand_as(features)
-        paired = torch.cat([features, features - mean], dim=2).reshape(batch * count, -1, height, width)
-        return self.compare(paired).reshape(batch, count, height, width)
+        x = torch.cat([x, x - box_filter(x, 1), detail.reshape(batch * count, 1, height, width)], dim=1)
+        x = self.encoder[0](self.stem(x))
+        skips = [x]
+        for level in range(self.levels):
+            x = F.avg_pool2d(x, 2, ceil_mode=True)
+            x = self.encoder[level + 1](self.down[level](x))
+            skips.append(x)
+        x = self.bottom(_with_contrast(x, batch, count))
+        for level in reversed(range(self.levels)):
+            skip = skips[level]
+            x = F.interpolate(self.up[level](x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.decoder[level](F.relu(x + self.lateral[level](_with_contrast(skip, batch, count))))
+        return self.head(x).reshape(batch, count, height, width)
 
     def upsample_weights(self, weights: torch.Tensor, guide_low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Fast guided filter: fit weight = a * guide + b locally at low resolution, upsample a and b
@@ -90,11 +122,12 @@ class FocusMap(nn.Module):
         """sources: (B, K, C, H, W) in [0, 1], K >= 2, any C. Returns the fused (B, C, H, W) and,
         with ``return_weights``, the weight maps (B, K, H, W) that sum to 1 over K."""
         grey = sources.mean(dim=2)
+        detail = (grey - box_filter(grey, 1)).abs()
         if self.scale == 1:
-            weights = torch.softmax(self.scores(grey), dim=1)
+            weights = torch.softmax(self.scores(grey, detail), dim=1)
         else:
             grey_low = F.avg_pool2d(grey, self.scale)
-            weights_low = torch.softmax(self.scores(grey_low), dim=1)
+            weights_low = torch.softmax(self.scores(grey_low, F.avg_pool2d(detail, self.scale)), dim=1)
             guide = grey.mean(dim=1, keepdim=True)
             weights = self.upsample_weights(weights_low, grey_low.mean(dim=1, keepdim=True), guide)
         fused = (weights.unsqueeze(2) * sources).sum(dim=1)

@@ -1,0 +1,172 @@
+"""The ``mfif fuse`` command: README's quick start, images, stacks, folders of pairs, videos,
+weight maps, and errors that end with a message instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import demo_frames, exported, read_video, write_video
+
+from mfif.cli import main
+from mfif.imageio import read_image, write_image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_quick_start(tmp_path):
+    """The command README gives, run by the installed ``mfif`` script in a fresh folder."""
+    mfif = shutil.which("mfif") or pytest.skip("the mfif script is not installed (pip install -e .)")
+    command = f"{mfif} fuse --demo demo && {mfif} fuse demo/demo_A.png demo/demo_B.png -o fused.png"
+    assert command.replace(f"{mfif} ", "mfif ") in (REPO / "README.md").read_text()
+    result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    a, b = read_image(tmp_path / "demo/demo_A.png"), read_image(tmp_path / "demo/demo_B.png")
+    fused = read_image(tmp_path / "fused.png")
+    assert a.shape == b.shape == fused.shape == (480, 640, 3)
+    assert not np.array_equal(a, b)
+    assert "CPUExecutionProvider" in result.stdout and "wrote fused.png" in result.stdout
+
+
+def test_images_with_weight_maps(tmp_path, capsys):
+    a, b, _ = demo_frames(60, 80)
+    paths = [write_image(tmp_path / "a.png", a), write_image(tmp_path / "b.png", b)]
+    assert main(["fuse", *map(str, paths), "-o", str(tmp_path / "out/fused.png"), "--weights-out", str(tmp_path / "w.png"),
+                 "--stats"]) == 0
+    fused = read_image(tmp_path / "out/fused.png")
+    assert fused.shape == a.shape
+    weight_image = read_image(tmp_path / "w.png")
+    assert weight_image.shape == (60, 80) and weight_image.dtype == np.uint8
+    assert main(["fuse", *map(str, paths), "-o", str(tmp_path / "f2.png"), "--weights-out", str(tmp_path / "w.npy")]) == 0
+    weights = np.load(tmp_path / "w.npy")
+    assert weights.shape == (2, 60, 80)
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(weight_image, np.clip(weights[0] * 255 + 0.5, 0, 255).astype(np.uint8))
+    out = capsys.readouterr().out
+    assert "postprocess" in out and "frames/s" in out
+
+
+def test_a_stack(tmp_path, capsys):
+    a, b, sharp = demo_frames(40, 56, colour=False)
+    stack = tmp_path / "stack"
+    for index, image in enumerate((a, b, sharp)):
+        write_image(stack / f"{index:02d}.png", image)
+    (stack / "notes.txt").write_text("not an image")
+    assert main(["fuse", "--stack", str(stack), "-o", str(tmp_path / "fused.png"),
+                 "--weights-out", str(tmp_path / "index.png")]) == 0
+    assert read_image(tmp_path / "fused.png").shape == (40, 56)
+    assert set(np.unique(read_image(tmp_path / "index.png"))) <= {0, 127, 128, 255}
+    assert "fused 3 images" in capsys.readouterr().out
+
+
+def test_a_folder_of_pairs_reports_bad_pairs_and_goes_on(tmp_path, capsys):
+    pairs = tmp_path / "pairs"
+    for name, size in (("one", (40, 48)), ("two", (32, 40))):
+        a, b, _ = demo_frames(*size)
+        write_image(pairs / f"{name}_A.png", a)
+        write_image(pairs / f"{name}_B.jpg", b)
+    write_image(pairs / "bad_A.png", np.zeros((20, 20, 3), np.uint8))
+    write_image(pairs / "bad_B.png", np.zeros((20, 24, 3), np.uint8))
+    code = main(["fuse", str(pairs), "-o", str(tmp_path / "out"), "--weights-out", str(tmp_path / "weights")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert read_image(tmp_path / "out/one.png").shape == (40, 48, 3)
+    assert read_image(tmp_path / "out/two.png").shape == (32, 40, 3)
+    assert (tmp_path / "weights/one_weights.png").is_file()
+    assert not (tmp_path / "out/bad.png").exists()
+    assert "bad: frames differ in shape: frame 0 is (20, 20, 3), frame 1 is (20, 24, 3)" in captured.err
+    assert "fused 2 of 3 pairs" in captured.out
+    (pairs / "bad_A.png").unlink()
+    (pairs / "bad_B.png").unlink()
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "out2")]) == 0
+
+
+def test_videos_and_a_bracketing_source(tmp_path, capsys):
+    a, b, _ = demo_frames(48, 64)
+    path_a = write_video(tmp_path / "a.avi", [a] * 8)
+    path_b = write_video(tmp_path / "b.avi", [b] * 8)
+    assert main(["fuse", "--video", str(path_a), str(path_b), "-o", str(tmp_path / "fused.mp4")]) == 0
+    frames = read_video(tmp_path / "fused.mp4")
+    assert len(frames) == 8 and frames[0].shape == (48, 64, 3)
+    out = capsys.readouterr().out
+    assert "fused 8 frames" in out and "wrote 8 to" in out
+    bracket = write_video(tmp_path / "bracket.avi", [a, b] * 5)
+    assert main(["fuse", "--video", str(bracket), "--bracket", "2", "--smoothing", "0.5", "-o", str(tmp_path / "fused.avi")]) == 0
+    assert len(read_video(tmp_path / "fused.avi")) == 5
+
+
+def test_another_model_and_backend(tmp_path, capsys):
+    a, b, _ = demo_frames(30, 40, colour=False)
+    paths = [write_image(tmp_path / "a.png", a), write_image(tmp_path / "b.png", b)]
+    model = exported("xu2018", channels=1, filters=8)
+    assert main(["fuse", *map(str, paths), "-o", str(tmp_path / "f.png"), "--model", str(model), "--backend", "onnxruntime",
+                 "--threads", "1", "--device", "cpu"]) == 0
+    assert "model xu2018 (fp32) on onnxruntime: CPUExecutionProvider (1 threads)" in capsys.readouterr().out
+    assert main(["fuse", *map(str, paths), "-o", str(tmp_path / "f.png"), "--model", str(model), "--weights-out",
+                 str(tmp_path / "w.png")]) == 2
+    assert "gives no weight map" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+@pytest.mark.parametrize("argv, message", [
+    ([], "give one of: images"),
+    (["{a}"], "needs at least two"),
+    (["{a}", "{missing}", "-o", "{out}"], "image file not found"),
+    (["{a}", "{grey}", "-o", "{out}"], "but frame 1 is grey"),
+    (["{a}", "{a}"], "with -o/--output"),
+    (["{a}", "{a}", "--stack", "{dir}", "-o", "{out}"], "got images and --stack"),
+    (["--stack", "{missing}", "-o", "{out}"], "stack folder not found"),
+    (["--video", "{a}", "{a}", "{a}", "-o", "{out}.mp4"], "two synchronized sources or one"),
+    (["--video", "{video}", "--weights-out", "{out}", "-o", "{out}.mp4"], "--weights-out is for images"),
+    (["--video", "{video}", "-o", "{out}.gif"], "needs one of the suffixes"),
+    (["--video", "{video}", "--preview", "on", "-o", "{out}.mp4"], "no display"),
+    (["--video", "{missing}", "{video}", "-o", "{out}.mp4"], "video file not found"),
+    (["{a}", "{a}", "-o", "{out}", "--model", "{missing}"], "model file not found"),
+    (["{a}", "{a}", "-o", "{out}", "--device", "cuda"], "asked for CUDAExecutionProvider"),
+])
+def test_errors_end_with_a_message(tmp_path, capsys, argv, message):
+    a, _, _ = demo_frames(20, 24)
+    grey = demo_frames(20, 24, colour=False)[0]
+    values = {"a": write_image(tmp_path / "a.png", a), "grey": write_image(tmp_path / "g.png", grey),
+              "missing": tmp_path / "missing.png", "out": tmp_path / "out.png", "dir": tmp_path,
+              "video": write_video(tmp_path / "v.avi", [a] * 4)}
+    env = dict(os.environ)
+    os.environ.pop("DISPLAY", None)
+    os.environ.pop("WAYLAND_DISPLAY", None)
+    try:
+        code = main(["fuse", *(arg.format(**values) for arg in argv)])
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_video_leaves_a_playable_file(tmp_path):
+    a, b, _ = demo_frames(48, 64)
+    path_a = write_video(tmp_path / "a.avi", [a] * 400)
+    path_b = write_video(tmp_path / "b.avi", [b] * 400)
+    output = tmp_path / "fused.avi"
+    process = subprocess.Popen([sys.executable, "-m", "mfif.cli", "fuse", "--video", str(path_a), str(path_b), "-o", str(output)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (output.exists() and output.stat().st_size > 10_000):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    frames = read_video(output)
+    assert 0 < len(frames) < 400 and frames[0].shape == (48, 64, 3)
+    written = int(out.split("wrote ")[1].split()[0])
+    assert abs(written - len(frames)) <= 1  # Ctrl-C may land between a write and its count

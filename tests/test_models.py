@@ -1,0 +1,156 @@
+"""The three fusion nets: shapes for odd and tiny sizes, N-input focusmap, weight maps, cost
+figures, safetensors checkpoints (round trip, corrupted files) and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from mfif.errors import ConfigError, ModelFileError  # noqa: E402
+from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.models import MODELS, build_model, count_parameters, macs_per_pixel  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "train" / "weights"
+VARIANTS = [("xu2018", {}), ("xu2018", {"channels": 1}), ("mustafa2019", {}), ("mustafa2019", {"channels": 1}),
+            ("focusmap", {}), ("focusmap", {"scale": 2}), ("focusmap", {"scale": 4})]
+
+
+def small(name: str, config: dict):
+    """A narrow copy of each model so the shape tests stay fast (same layers, fewer filters)."""
+    narrow = {"xu2018": {"filters": 8}, "mustafa2019": {"features": 8, "branch": 4}}.get(name, {})
+    torch.manual_seed(0)
+    return build_model(name, **narrow, **config).eval()
+
+
+@pytest.mark.parametrize("name,config", VARIANTS)
+@pytest.mark.parametrize("height,width", [(97, 131), (5, 7)])
+def test_output_shape_equals_input_shape(name, config, height, width):
+    model = small(name, config)
+    channels = config.get("channels", 3)
+    sources = torch.rand(2, 2, channels, height, width)
+    with torch.no_grad():
+        fused = model(sources)
+    assert fused.shape == (2, channels, height, width)
+    assert torch.isfinite(fused).all()
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_focusmap_takes_any_number_of_inputs_and_weights_sum_to_one(scale):
+    model = small("focusmap", {"scale": scale})
+    for count in (2, 3, 5):
+        sources = torch.rand(1, count, 3, 33, 47)
+        with torch.no_grad():
+            fused, weights = model(sources, return_weights=True)
+        assert fused.shape == (1, 3, 33, 47) and weights.shape == (1, count, 33, 47)
+        assert weights.min() >= 0
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones(1, 33, 47), atol=1e-5, rtol=0)
+        # The fused image is the weighted sum of the sources: never outside their range per pixel.
+        assert (fused >= sources.min(dim=1).values - 1e-5).all() and (fused <= sources.max(dim=1).values + 1e-5).all()
+
+
+def test_focusmap_is_symmetric_in_its_inputs():
+    model = small("focusmap", {"scale": 2})
+    sources = torch.rand(1, 3, 3, 40, 36)
+    with torch.no_grad():
+        fused, weights = model(sources, return_weights=True)
+        fused_swapped, weights_swapped = model(sources[:, [2, 0, 1]], return_weights=True)
+    torch.testing.assert_close(fused, fused_swapped, atol=1e-5, rtol=0)
+    torch.testing.assert_close(weights[:, [2, 0, 1]], weights_swapped, atol=1e-5, rtol=0)
+
+
+def test_cost_figures():
+    for name in MODELS:
+        model = build_model(name)
+        assert count_parameters(model) > 0 and macs_per_pixel(model) > 0
+    full, half = build_model("focusmap", scale=1), build_model("focusmap", scale=2)
+    assert count_parameters(full) == count_parameters(half)
+    # The scale knob runs the net on a quarter of the pixels.
+    assert 3.5 < macs_per_pixel(full) / macs_per_pixel(half) < 4.5
+
+
+def test_unknown_model_and_bad_config():
+    with pytest.raises(ConfigError, match="unknown model 'unet'"):
+        build_model("unet")
+    with pytest.raises(ConfigError, match="bad config"):
+        build_model("focusmap", colour=True)
+    with pytest.raises(ConfigError):
+        build_model("xu2018", channels=2)
+
+
+@pytest.mark.parametrize("name,config", [("xu2018", {"channels": 1}), ("mustafa2019", {}), ("focusmap", {"scale": 2})])
+def test_checkpoint_round_trip(tmp_path, name, config):
+    model = small(name, config)
+    path = save_checkpoint(tmp_path / f"{name}.safetensors", model, {"note": "test"})
+    loaded = load_checkpoint(path)
+    assert loaded.model.name == name and loaded.model.config == model.config
+    assert loaded.metadata["note"] == "test" and len(loaded.sha256) == 64
+    sources = torch.rand(1, 2, config.get("channels", 3), 30, 42)
+    with torch.no_grad():
+        assert torch.equal(model(sources), loaded.model(sources))
+
+
+def test_corrupted_truncated_and_foreign_checkpoints(tmp_path):
+    from safetensors.torch import save_file
+
+    path = save_checkpoint(tmp_path / "good.safetensors", small("focusmap", {}))
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01 not safetensors" * 10)
+    for bad in (truncated, garbage):
+        with pytest.raises(ModelFileError, match="truncated or corrupted"):
+            load_checkpoint(bad)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(ModelFileError, match="no mfif model name"):
+        load_checkpoint(foreign)
+    # Right header, wrong tensors (config says 32 features).
+    mismatched = tmp_path / "mismatched.safetensors"
+    model = small("focusmap", {})
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    config = dict(model.config, features=model.config["features"] * 2)
+    save_file(state, str(mismatched), metadata={"mfif.model": "focusmap", "mfif.config": json.dumps(config)})
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_checkpoint(mismatched)
+
+
+def _synthetic_pair(seed: int = 0, size: int = 128):
+    """Sharp texture; A blurred on the right half, B on the left: (sources, truth) tensors."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    sharp = cv2.resize(rng.random((size // 4, size // 4, 3)).astype(np.float32), (size, size),
+                       interpolation=cv2.INTER_NEAREST)
+    sharp = cv2.GaussianBlur(sharp, (0, 0), 0.7)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[:, size // 2:] = 1
+    a, b = mask * blurred + (1 - mask) * sharp, (1 - mask) * blurred + mask * sharp
+    to_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # noqa: E731
+    return torch.stack([to_tensor(a), to_tensor(b)])[None], to_tensor(sharp)[None]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_shipped_weights_fuse_better_than_the_pixel_average(name):
+    from train.losses import psnr
+
+    path = WEIGHTS / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"no shipped weights at {path}")
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.model.name == name and path.stat().st_size < 5_000_000
+    sources, truth = _synthetic_pair()
+    if getattr(checkpoint.model, "channels", 3) == 1:
+        sources, truth = sources.mean(dim=2, keepdim=True), truth.mean(dim=1, keepdim=True)
+    with torch.no_grad():
+        fused = checkpoint.model(sources).clamp(0, 1)
+    assert psnr(fused, truth).item() > psnr(sources.mean(dim=1), truth).item() + 3.0

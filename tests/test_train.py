@@ -1,0 +1,188 @@
+"""Training: losses, a few steps lower the loss, end-to-end runs (checkpoints, validation,
+reproducibility, resume), the ``mfif train`` command and its bad inputs, DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("tqdm")
+
+from mfif.cli import main as mfif_main  # noqa: E402
+from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
+from train import losses  # noqa: E402
+from train.checkpoint import load_checkpoint  # noqa: E402
+from train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
+from train.models import build_model  # noqa: E402
+from train.trainer import TrainConfig, compute_loss, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def texture(seed: int, height: int = 96, width: int = 120) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height // 3, width // 3, 3), dtype=np.uint8)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sharp")
+    for i in range(24):
+        cv2.imwrite(str(folder / f"img{i:02d}.png"), texture(i))
+    return folder
+
+
+def tiny_config(photo_dir, out, **overrides) -> TrainConfig:
+    values = dict(model="focusmap", model_config={"scale": 2}, data=str(photo_dir), out=str(out), epochs=2,
+                  steps_per_epoch=2, batch_size=2, crop=32, val_count=2, val_crop=32, warmup_steps=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_ssim_psnr_and_unsupervised_loss():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 40, 40)
+    torch.testing.assert_close(losses.ssim(x, x), torch.ones(2))
+    assert (losses.psnr(x, x) > 90).all() and (losses.ssim(x, torch.rand(2, 3, 40, 40)) < 0.2).all()
+    assert abs(losses.psnr(torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 1.0)).item()) < 1e-4
+    # Unsupervised loss: taking each source where it is sharp beats the average of the sources.
+    sharp = torch.rand(1, 3, 64, 64)
+    smooth = torch.nn.functional.avg_pool2d(sharp, 9, stride=1, padding=4)
+    left = torch.zeros(1, 1, 64, 64)
+    left[..., :32] = 1
+    a, b = left * sharp + (1 - left) * smooth, left * smooth + (1 - left) * sharp
+    sources = torch.stack([a, b], dim=1)
+    assert losses.unsupervised_ssim_loss(sharp, sources) < losses.unsupervised_ssim_loss(sources.mean(1), sources) - 0.05
+
+
+@pytest.mark.parametrize("name,config", [("xu2018", {"filters": 16}), ("mustafa2019", {"features": 8, "branch": 4}),
+                                         ("focusmap", {"scale": 2})])
+def test_a_few_steps_lower_the_loss(name, config):
+    photos = [texture(i, 64, 64) for i in range(4)]
+    batch = torch.utils.data.default_collate([SyntheticPairs(photos, SynthConfig(crop=48), 4, seed=1)[i]
+                                              for i in range(4)])
+    torch.manual_seed(0)
+    model = build_model(name, **config)
+    optimizer = torch.optim.Adam(model.parameters(), lr={"xu2018": 1e-3}.get(name, 3e-3))
+    first = compute_loss(name, model, batch).item()
+    for _ in range(12):
+        loss = compute_loss(name, model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert compute_loss(name, model, batch).item() < 0.9 * first
+
+
+def _weights(path) -> dict:
+    return {k: v.clone() for k, v in load_checkpoint(path).model.state_dict().items()}
+
+
+def test_training_run_writes_checkpoints_and_validation(photo_dir, tmp_path):
+    summary = train(tiny_config(photo_dir, tmp_path / "run"))
+    assert len(summary["epochs"]) == 2 and summary["photos"] > 10
+    for record in summary["epochs"]:
+        assert {"psnr", "ssim", "average_psnr", "average_ssim"} <= set(record) and np.isfinite(record["loss"])
+    best = load_checkpoint(tmp_path / "run" / "focusmap.safetensors")
+    assert best.model.config["scale"] == 2 and "val.psnr" in best.metadata
+    assert "train.epoch" not in best.metadata and not best.extra_tensors     # shippable: no optimizer state
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert last.metadata["train.epoch"] == "1" and last.metadata["train.step"] == "4" and last.extra_tensors
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+
+
+def test_same_seed_same_weights_and_resume_continues_exactly(photo_dir, tmp_path):
+    train(tiny_config(photo_dir, tmp_path / "a"))
+    train(tiny_config(photo_dir, tmp_path / "b"))
+    a, b = _weights(tmp_path / "a" / "last.safetensors"), _weights(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny_config(photo_dir, tmp_path / "c", seed=1))
+    c = _weights(tmp_path / "c" / "last.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    # One epoch, then resume for the second: the same weights as two epochs straight.
+    train(tiny_config(photo_dir, tmp_path / "d", stop_after=1))
+    assert load_checkpoint(tmp_path / "d" / "last.safetensors").metadata["train.epoch"] == "0"
+    train(tiny_config(photo_dir, tmp_path / "d", resume=str(tmp_path / "d" / "last.safetensors")))
+    d = _weights(tmp_path / "d" / "last.safetensors")
+    assert all(torch.equal(a[k], d[k]) for k in a)
+
+
+def test_bad_inputs_give_clear_errors(photo_dir, tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        train(tiny_config(tmp_path / "missing", tmp_path / "o"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        train(tiny_config(tmp_path / "empty", tmp_path / "o"))
+    with pytest.raises(ConfigError, match="unknown model 'resnet'"):
+        tiny_config(photo_dir, tmp_path / "o", model="resnet")
+    with pytest.raises(ConfigError, match="bad config"):
+        train(tiny_config(photo_dir, tmp_path / "o", model_config={"colour": 1}))
+    with pytest.raises(ConfigError, match="unknown synthetic-pair setting"):
+        train(tiny_config(photo_dir, tmp_path / "o", synth={"blurriness": 2}))
+    with pytest.raises(ConfigError, match="only train the unsupervised"):
+        tiny_config(photo_dir, tmp_path / "o", real=[str(tmp_path)])
+    with pytest.raises(ConfigError, match="batch_size"):
+        tiny_config(photo_dir, tmp_path / "o", batch_size=0)
+    train(tiny_config(photo_dir, tmp_path / "ok", epochs=1, steps_per_epoch=1))
+    with pytest.raises(ModelFileError, match="no training state"):
+        train(tiny_config(photo_dir, tmp_path / "o", resume=str(tmp_path / "ok" / "focusmap.safetensors")))
+    with pytest.raises(ConfigError, match="holds a focusmap"):
+        train(tiny_config(photo_dir, tmp_path / "o", model="xu2018", resume=str(tmp_path / "ok" / "last.safetensors")))
+
+
+def test_unreadable_and_tiny_images_are_skipped_with_a_counted_warning(photo_dir, tmp_path):
+    data = tmp_path / "mixed"
+    shutil.copytree(photo_dir, data)
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    cv2.imwrite(str(data / "tiny.png"), texture(0, 9, 9))
+    with pytest.warns(DataWarning, match="skipped 2 of 26 images"):
+        summary = train(tiny_config(data, tmp_path / "run", epochs=1))
+    assert summary["photos"] > 10 and len(summary["epochs"]) == 1
+
+
+def test_cli(photo_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cli"
+    argv = ["train", "--model", "mustafa2019", "--config", "features=8", "--config", "branch=4", "--data",
+            str(photo_dir), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+            "--crop", "32", "--val-count", "2", "--val-crop", "32"]
+    assert mfif_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "validation PSNR" in printed and "pixel average" in printed
+    assert load_checkpoint(out / "mustafa2019.safetensors").model.config["features"] == 8
+
+    assert mfif_main(["train", "--model", "nope", "--data", str(photo_dir)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert mfif_main(["train", "--data", str(tmp_path / "absent"), "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
+    import mfif.paths
+
+    monkeypatch.setattr(mfif.paths, "shared_data_dir", lambda: None)
+    assert mfif_main(["train", "--out", str(out)]) == 2
+    assert "pass --data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun(photo_dir, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun not found")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mfif.cli", "train", "--device", "cpu",
+               "--data", str(photo_dir), "--out", str(tmp_path / "ddp"), "--epochs", "1", "--steps-per-epoch", "2",
+               "--batch-size", "2", "--crop", "32", "--val-count", "2", "--val-crop", "32"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "x2 (DDP)" in result.stdout and "validation PSNR" in result.stdout
+    last = load_checkpoint(tmp_path / "ddp" / "last.safetensors")
+    assert last.metadata["train.step"] == "2"
