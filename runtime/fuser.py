@@ -287,7 +287,7 @@ class Fuser:
         scale = np.float32(1.0 / 255.0) if plan.dtype == np.uint8 else np.float32(1.0)
         for k, frame in enumerate(frames):
             if plan.frame_channels == 1:
-                np.multiply(frame.reshape(height, width), scale, out=region[k, 0], dtype=np.float32)
+                np.multiply(frame if frame.ndim == 2 else frame[:, :, 0], scale, out=region[k, 0], dtype=np.float32)
                 if plan.mode == "grey_to_colour":
                     region[k, 1:] = region[k, 0]
             elif plan.mode == "luma":
@@ -351,7 +351,7 @@ class Fuser:
             np.clip(channels, 0.0, 255.0, out=channels)
         else:
             np.clip(source, 0.0, 1.0, out=channels)
-        targets = [out.reshape(height, width)] if out.ndim == 2 or out.shape[2] == 1 else [out[:, :, c] for c in range(3)]
+        targets = [out] if out.ndim == 2 else [out[:, :, c] for c in range(out.shape[2])]  # views, never copies
         try:
             with np.errstate(invalid="raise"):  # NaN cannot be cast to uint8: caught here at no extra cost
                 for target, channel in zip(targets, channels):

@@ -157,6 +157,7 @@ class Stream:
         self._results: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._opened = threading.Event()
+        self._open_result: BaseException | None = None  # what opening the sources raised, if anything
         self._threads: list[threading.Thread] = []
         self._started = False
         self.source_fps: float | None = None
@@ -249,9 +250,7 @@ class Stream:
             self.close()
 
     # ---- the two worker threads ---------------------------------------------------------------
-    _open_result: BaseException | None = None
-
-    def _put(self, target: queue.Queue, item, droppable: bool) -> bool:
+    def _put(self, target: queue.Queue, item, droppable: bool) -> int:
         """Queue an item; a droppable one evicts the oldest queued item instead of waiting.
         Returns the number of items dropped."""
         if droppable:

@@ -48,27 +48,32 @@ def exported(name: str, seed: int = 0, **config) -> Path:
     return _CACHE[key]
 
 
-def focus_measure_model(gain: float = 20.0):
-    """A focusmap whose parameters are set by hand to a classic focus measure: the local mean of
-    |x - box3(x)| (high-pass energy), widened by the dilated blocks; softmax then favours the sharper
-    source. A stand-in for trained weights where a test needs a model that reacts to focus."""
+def focus_measure_model(gain: float = 300.0, radius: int = 7):
+    """A fusion net with no learned parts: a classic focus measure (local mean of the 3x3 high-pass
+    magnitude) per source, a softmax over the sources, the weighted sum of the sources. It has the
+    interface of the train.models nets, so it exports like them; a stand-in for trained weights
+    where a test needs a model that reacts to focus."""
     import torch
+    from torch.nn import functional as F
 
-    from train.models import build_model
+    def box(x, r):
+        return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
-    model = build_model("focusmap", scale=1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        model.stem[0].weight[0, 1, 1, 1] = 1.0    # relu(+high-pass)
-        model.stem[0].weight[1, 1, 1, 1] = -1.0   # relu(-high-pass): the two sum to |high-pass|
-        for block in model.blocks:                 # x + box(x): a widening local mean
-            block.depthwise.weight.fill_(1.0 / 9.0)
-            block.pointwise.weight[:, :, 0, 0] = torch.eye(block.pointwise.weight.shape[0])
-        model.compare[0].weight[0, 0, 0, 0] = gain
-        model.compare[0].weight[0, 1, 0, 0] = gain
-        model.compare[3].weight[0, 0, 0, 0] = 1.0
-    return model.eval()
+    class FocusMeasure(torch.nn.Module):
+        name = "focus-measure"
+        num_inputs = None
+        size_multiple = 1
+        has_weight_map = True
+        config = {"gain": gain, "radius": radius}
+
+        def forward(self, sources, return_weights: bool = False):
+            grey = sources.mean(dim=2)
+            energy = box((grey - box(grey, 1)).abs(), radius)
+            weights = torch.softmax(gain * energy, dim=1)
+            fused = (weights.unsqueeze(2) * sources).sum(dim=1)
+            return (fused, weights) if return_weights else fused
+
+    return FocusMeasure().eval()
 
 
 def focus_measure_onnx() -> Path:

@@ -123,6 +123,9 @@ def test_frame_size_changes_and_out_argument(scale4):
     for shape in [(40, 40, 3), (23, 61, 3), (40, 40, 3), (23, 61)]:
         frame = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(fuser(frame, frame), frame)
+    big = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    crop = big[7:50:2, 3:90]  # a strided view, as a crop of a camera frame is
+    np.testing.assert_array_equal(fuser(crop, crop), crop)
     a, b, _ = demo_frames(48, 64)
     out = np.empty_like(a)
     assert fuser(a, b, out=out) is out

@@ -102,13 +102,23 @@ def prepare_inputs(a: np.ndarray, b: np.ndarray, fused: np.ndarray, truth: np.nd
     named = {"A": a, "B": b, "fused": fused}
     if truth is not None:
         named["truth"] = truth
-    grey = {name: reference_grey(image, name) for name, image in named.items()}
-    _check_shapes(grey, "the fusion metrics", MIN_SIZE)
+    grey = convert_images(named)
     return grey["A"], grey["B"], grey["fused"], grey.get("truth")
 
 
-def _check_shapes(images: dict[str, np.ndarray], metric: str, min_size: int) -> None:
-    shapes = {name: image.shape for name, image in images.items()}
+def convert_images(named: dict[str, np.ndarray], checked: dict[str, tuple[int, ...]] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """:func:`reference_grey` of each named image, checked as :func:`prepare_inputs` does: one
+    height and width for all (and for the ``checked`` shapes of images converted before), at
+    least ``MIN_SIZE`` x ``MIN_SIZE`` pixels."""
+    grey = {name: reference_grey(image, name) for name, image in named.items()}
+    _check_shapes(grey, "the fusion metrics", MIN_SIZE, checked)
+    return grey
+
+
+def _check_shapes(images: dict[str, np.ndarray], metric: str, min_size: int,
+                  checked: dict[str, tuple[int, ...]] | None = None) -> None:
+    shapes = {**(checked or {}), **{name: image.shape for name, image in images.items()}}
     if len(set(shapes.values())) > 1:
         listed = ", ".join(f"{name} {_shape_text(shape)}" for name, shape in shapes.items())
         raise InputError(f"{metric} needs images of one size; got {listed}: resize or crop them to "
@@ -119,11 +129,13 @@ def _check_shapes(images: dict[str, np.ndarray], metric: str, min_size: int) -> 
                          f"{height}x{width}")
 
 
-def validate(metric: str, min_size: int, **images: np.ndarray) -> list[np.ndarray]:
+def validate(metric: str, min_size: int, checked: dict[str, tuple[int, ...]] | None = None,
+             **images: np.ndarray) -> list[np.ndarray]:
     """Check the grey 0..255 images one metric takes and return them as float64 arrays, in the
     order given: 2-D, real, finite, non-empty, values in 0..255, one size, at least
-    ``min_size`` pixels high and wide."""
-    checked = {}
+    ``min_size`` pixels high and wide. ``checked`` names the shapes of images validated before
+    (the sources, for a fused image scored against prepared sources) that these must match."""
+    valid = {}
     for name, image in images.items():
         image = np.asarray(image)
         if image.ndim != 2:
@@ -139,9 +151,19 @@ def validate(metric: str, min_size: int, **images: np.ndarray) -> list[np.ndarra
         if low < 0.0 or high > 255.0:
             raise InputError(f"{metric} takes grey levels in 0..255; {name} has values {low:g}..{high:g}: "
                              "clip it, or convert it with evaluation.metrics.reference_grey")
-        checked[name] = data
-    _check_shapes(checked, metric, min_size)
-    return list(checked.values())
+        valid[name] = data
+    _check_shapes(valid, metric, min_size, checked)
+    return list(valid.values())
+
+
+def stretch_levels(image: np.ndarray) -> np.ndarray:
+    """The toolbox's ``normalize1``: stretch to 0..255 and round to whole levels (halves up), as
+    float64; a constant image becomes all zeros (the reference leaves an all-zero image as is and
+    divides 0 by 0 for any other constant). QMI, QNCIE, QCB and QCV compute on these levels."""
+    low, high = image.min(), image.max()
+    if low == high:
+        return np.zeros(image.shape)
+    return np.floor((image - low) / (high - low) * 255.0 + 0.5)
 
 
 # Rows of window positions per strip in the window metrics: small enough that the temporaries

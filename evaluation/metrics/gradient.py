@@ -52,20 +52,41 @@ def _edge_preservation(source_g, source_a, fused_g, fused_a) -> np.ndarray:
     return quality
 
 
+def _padded(image: np.ndarray) -> np.ndarray:
+    return cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+
+
+def prepare_qabf(a: np.ndarray, b: np.ndarray):
+    """QG against these two sources: returns ``score(fused) -> float`` (see :func:`qabf`); the
+    sources' gradients are computed once."""
+    a, b = validate("QG", 1, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    # Sobel with zero padding, in strips of rows (small temporaries) of the zero-padded images
+    padded_a, padded_b = _padded(a), _padded(b)
+    strips, total = [], 0.0
+    for rows in row_strips(a.shape[0] + 2, 3):
+        (g_a, a_a), (g_b, a_b) = _strength_and_angle(padded_a[rows]), _strength_and_angle(padded_b[rows])
+        total += g_a.sum() + g_b.sum()
+        strips.append((rows, g_a, a_a, g_b, a_b))
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QG", 1, shapes, fused=fused)
+        padded = _padded(fused)
+        preserved = 0.0
+        for rows, g_a, a_a, g_b, a_b in strips:
+            g_f, a_f = _strength_and_angle(padded[rows])
+            preserved += (_edge_preservation(g_a, a_a, g_f, a_f) * g_a).sum()
+            preserved += (_edge_preservation(g_b, a_b, g_f, a_f) * g_b).sum()
+        return float(preserved / total)
+
+    return score
+
+
 def qabf(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """QG / Qabf in [0, 1): edge information of A and B preserved in F, weighted by the source
     gradient magnitudes. Zero gradient magnitudes count as TINY, so constant images give a
     defined value (F == A == B, constant or not: 0.9748, the top of both sigmoids)."""
-    a, b, fused = validate("QG", 1, a=a, b=b, fused=fused)
-    # Sobel with zero padding, in strips of rows (small temporaries) of the zero-padded images
-    padded = [cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0) for image in (a, b, fused)]
-    preserved, total = 0.0, 0.0
-    for rows in row_strips(a.shape[0] + 2, 3):
-        (g_a, a_a), (g_b, a_b), (g_f, a_f) = (_strength_and_angle(image[rows]) for image in padded)
-        preserved += (_edge_preservation(g_a, a_a, g_f, a_f) * g_a).sum()
-        preserved += (_edge_preservation(g_b, a_b, g_f, a_f) * g_b).sum()
-        total += g_a.sum() + g_b.sum()
-    return float(preserved / total)
+    return prepare_qabf(a, b)(fused)
 
 
 def spatial_frequency(image: np.ndarray) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics.common import validate
+from evaluation.metrics.common import stretch_levels, validate
 
 LEVELS = 256
 
@@ -22,11 +22,8 @@ def _round_levels(image: np.ndarray) -> np.ndarray:
 
 
 def _stretched_levels(image: np.ndarray) -> np.ndarray:
-    """Min-max stretch to 0..255, then round (the reference ``normalize1``)."""
-    low, high = image.min(), image.max()
-    if high == low:
-        return np.zeros(image.shape, dtype=np.intp)
-    return _round_levels((image - low) / (high - low) * 255.0)
+    """Integer levels of the reference ``normalize1`` (:func:`stretch_levels`)."""
+    return stretch_levels(image).astype(np.intp)
 
 
 def _entropy(probabilities: np.ndarray) -> float:
@@ -41,18 +38,31 @@ def _entropies(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return _entropy(joint.sum(axis=1)), _entropy(joint.sum(axis=0)), _entropy(joint)
 
 
+def prepare_qmi(a: np.ndarray, b: np.ndarray):
+    """QMI against these two sources: returns ``score(fused) -> float`` (see :func:`qmi`); the
+    sources' levels are computed once."""
+    a, b = validate("QMI", 1, a=a, b=b)
+    sources = [_stretched_levels(source) for source in (a, b)]
+    shapes = {"a": a.shape, "b": b.shape}
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QMI", 1, shapes, fused=fused)
+        f = _stretched_levels(fused)
+        total = 0.0
+        for source in sources:
+            h_s, h_f, h_sf = _entropies(source, f)
+            if h_s + h_f > 0:
+                total += (h_s + h_f - h_sf) / (h_s + h_f)
+        return 2.0 * total
+
+    return score
+
+
 def qmi(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Normalized mutual information (Hossny et al. 2008):
     2 [MI(A,F) / (H(A) + H(F)) + MI(B,F) / (H(B) + H(F))], in [0, 2].
     A term whose two entropies are both zero (source and fused image constant) counts 0."""
-    a, b, fused = validate("QMI", 1, a=a, b=b, fused=fused)
-    f = _stretched_levels(fused)
-    total = 0.0
-    for source in (a, b):
-        h_s, h_f, h_sf = _entropies(_stretched_levels(source), f)
-        if h_s + h_f > 0:
-            total += (h_s + h_f - h_sf) / (h_s + h_f)
-    return 2.0 * total
+    return prepare_qmi(a, b)(fused)
 
 
 def _nonlinear_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -61,18 +71,32 @@ def _nonlinear_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return (h_x + h_y - h_xy) / np.log2(LEVELS)
 
 
+def prepare_qncie(a: np.ndarray, b: np.ndarray):
+    """QNCIE against these two sources: returns ``score(fused) -> float`` (see :func:`qncie`);
+    the sources' levels and their correlation are computed once."""
+    a, b = validate("QNCIE", 1, a=a, b=b)
+    x, y = _stretched_levels(a), _stretched_levels(b)
+    r_xy = _nonlinear_correlation(x, y)
+    shapes = {"a": a.shape, "b": b.shape}
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QNCIE", 1, shapes, fused=fused)
+        f = _stretched_levels(fused)
+        r_xf, r_yf = _nonlinear_correlation(x, f), _nonlinear_correlation(y, f)
+        matrix = np.array([[1.0, r_xy, r_xf], [r_xy, 1.0, r_yf], [r_xf, r_yf, 1.0]])
+        share = np.clip(np.linalg.eigvalsh(matrix), 0.0, None) / 3.0
+        share = share[share > 0]
+        entropy = -(share * np.log2(share)).sum() / np.log2(LEVELS)
+        return float(1.0 - entropy)
+
+    return score
+
+
 def qncie(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Nonlinear correlation information entropy (Wang et al. 2005), in [0, 1]: 1 minus the
     entropy (base 256, normalized by 3) of the eigenvalues of the 3x3 nonlinear correlation
     matrix of (A, B, F)."""
-    a, b, fused = validate("QNCIE", 1, a=a, b=b, fused=fused)
-    x, y, f = (_stretched_levels(image) for image in (a, b, fused))
-    r_xy, r_xf, r_yf = _nonlinear_correlation(x, y), _nonlinear_correlation(x, f), _nonlinear_correlation(y, f)
-    matrix = np.array([[1.0, r_xy, r_xf], [r_xy, 1.0, r_yf], [r_xf, r_yf, 1.0]])
-    share = np.clip(np.linalg.eigvalsh(matrix), 0.0, None) / 3.0
-    share = share[share > 0]
-    entropy = -(share * np.log2(share)).sum() / np.log2(LEVELS)
-    return float(1.0 - entropy)
+    return prepare_qncie(a, b)(fused)
 
 
 def mutual_information(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:

@@ -1,7 +1,8 @@
 """Human-perception fusion metrics of the reference pipeline: QCB (Chen and Blum 2009) and QCV
 (Chen and Varshney 2007, lower is better).
 
-Both first stretch each image to 0..255 and round (Z. Liu's ``normalize1``), then filter with a
+Both first stretch each image to 0..255 and round (Z. Liu's ``normalize1``,
+:func:`evaluation.metrics.common.stretch_levels`), then filter with a
 contrast sensitivity function (CSF) in the frequency domain at the image's own FFT size. The CSF
 radius is measured in integer frequency indices (cycles per image) divided by a constant: 15 for
 QCB, 4 for QCV (the toolbox's ``freqspace`` grid scaled by size/30 and size/8).
@@ -14,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 
-from evaluation.metrics.common import MIN_SIZE, cv2, filter_same, validate
+from evaluation.metrics.common import MIN_SIZE, cv2, filter_same, stretch_levels, validate
 from evaluation.metrics.gradient import SOBEL_X, SOBEL_Y
 
 # QCB: CSF of the difference-of-Gaussians form, local band-limited contrast and masking.
@@ -28,16 +29,6 @@ QCB_HALF_WIDTH = 15  # the Gaussians are sampled on -15..15 and not renormalised
 QCV_CSF_SCALE = 4.0
 QCV_BLOCK = 16
 QCV_ALPHA = 5
-
-
-def normalize_255(image: np.ndarray) -> np.ndarray:
-    """Stretch to 0..255 and round (halves up), as the toolbox's normalize1 does; a constant image
-    becomes all zeros (the reference leaves an all-zero image as is and divides 0 by 0 for any
-    other constant)."""
-    low, high = image.min(), image.max()
-    if low == high:
-        return np.zeros(image.shape)
-    return np.floor((image - low) / (high - low) * 255 + 0.5)
 
 
 def _radius(rows: int, cols: int, scale: float) -> np.ndarray:
@@ -89,6 +80,26 @@ def _preservation(source: np.ndarray, fused: np.ndarray) -> np.ndarray:
     return np.divide(np.minimum(source, fused), high, out=np.ones_like(high), where=high > 0)
 
 
+def prepare_qcb(a: np.ndarray, b: np.ndarray):
+    """QCB against these two sources: returns ``score(fused) -> float`` (see :func:`qcb`); the
+    sources' masked contrasts and weights are computed once."""
+    a, b = validate("QCB", MIN_SIZE, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    csf = _qcb_csf(*a.shape)
+    c1, c2 = (_masked_contrast(x) for x in _csf_filter(np.stack([stretch_levels(a), stretch_levels(b)]), csf))
+    w1, w2 = c1**2, c2**2
+    total = w1 + w2
+    lam1 = np.divide(w1, total, out=np.full_like(total, 0.5), where=total > 0)
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QCB", MIN_SIZE, shapes, fused=fused)
+        cf = _masked_contrast(_csf_filter(stretch_levels(fused), csf))
+        quality = lam1 * _preservation(c1, cf) + (1 - lam1) * _preservation(c2, cf)
+        return float(quality.mean())
+
+    return score
+
+
 def qcb(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Chen-Blum 2009 metric QCB in [0, 1] (higher is better, 1 when the fused image equals both
     sources): contrast preservation of each source in the fused image after CSF filtering,
@@ -97,15 +108,7 @@ def qcb(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     A constant image counts as all zeros (zero contrast): constant sources and a constant fused
     image give 1.0, constant sources and a textured fused image 0.0. Raises InputError for images
     smaller than 11x11, of different sizes or outside 0..255."""
-    images = validate("QCB", MIN_SIZE, a=a, b=b, fused=fused)
-    stack = np.stack([normalize_255(x) for x in images])
-    rows, cols = stack.shape[-2:]
-    c1, c2, cf = (_masked_contrast(x) for x in _csf_filter(stack, _qcb_csf(rows, cols)))
-    w1, w2 = c1**2, c2**2
-    total = w1 + w2
-    lam1 = np.divide(w1, total, out=np.full_like(total, 0.5), where=total > 0)
-    quality = lam1 * _preservation(c1, cf) + (1 - lam1) * _preservation(c2, cf)
-    return float(quality.mean())
+    return prepare_qcb(a, b)(fused)
 
 
 def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
@@ -122,6 +125,28 @@ def _block_sums(stack: np.ndarray, block: int) -> np.ndarray:
     return padded.reshape(shape).sum(axis=(-3, -1))
 
 
+def prepare_qcv(a: np.ndarray, b: np.ndarray):
+    """QCV against these two sources: returns ``score(fused) -> float`` (see :func:`qcv`); the
+    sources' levels and region saliencies are computed once."""
+    a, b = validate("QCV", MIN_SIZE, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    na, nb = stretch_levels(a), stretch_levels(b)
+    saliency = _block_sums(np.stack([_sobel_magnitude(na), _sobel_magnitude(nb)]) ** QCV_ALPHA, QCV_BLOCK)
+    total = saliency.sum()
+    csf = _qcv_csf(*a.shape)
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QCV", MIN_SIZE, shapes, fused=fused)
+        nf = stretch_levels(fused)
+        diff = _csf_filter(np.stack([na - nf, nb - nf]), csf)
+        distortion = _block_sums(diff**2, QCV_BLOCK) / QCV_BLOCK**2
+        if total == 0:
+            return float(distortion.mean())
+        return float(np.sum(saliency * distortion) / total)
+
+    return score
+
+
 def qcv(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Chen-Varshney 2007 metric QCV (lower is better; 0 when the fused image equals both
     sources): the mean squared CSF-filtered difference between each source and the fused image
@@ -131,12 +156,4 @@ def qcv(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     A constant image counts as all zeros; when neither source has any gradient (both constant)
     every region weighs the same. Raises InputError for images smaller than 11x11, of different
     sizes or outside 0..255."""
-    na, nb, nf = (normalize_255(x) for x in validate("QCV", MIN_SIZE, a=a, b=b, fused=fused))
-    saliency = _block_sums(np.stack([_sobel_magnitude(na), _sobel_magnitude(nb)]) ** QCV_ALPHA, QCV_BLOCK)
-    rows, cols = na.shape
-    diff = _csf_filter(np.stack([na - nf, nb - nf]), _qcv_csf(rows, cols))
-    distortion = _block_sums(diff**2, QCV_BLOCK) / QCV_BLOCK**2
-    total = saliency.sum()
-    if total == 0:
-        return float(distortion.mean())
-    return float(np.sum(saliency * distortion) / total)
+    return prepare_qcv(a, b)(fused)

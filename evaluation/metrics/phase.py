@@ -210,20 +210,54 @@ def _local_mean(image: np.ndarray) -> np.ndarray:
     return cv2.sepFilter2D(image, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
 
 
-def _best_correlation(sources: np.ndarray, fused: np.ndarray, masks: np.ndarray) -> float:
-    """Mean over the feature pixels (masks[2]) of the best local correlation of ``fused`` with the
-    three masked source maps (A, B, max)."""
+def _prepare_correlation(sources: np.ndarray, masks: np.ndarray):
+    """Returns ``best(fused)``: the mean over the feature pixels (masks[2]) of the best local
+    correlation of a fused feature map with the three masked source maps (A, B, max)."""
     sources = sources * masks
-    mu_f = _local_mean(fused)
-    var_f = _local_mean(fused * fused) - mu_f**2
-    best = np.full(fused.shape, -np.inf)
-    for source, mask in zip(sources, masks):
-        mu = _local_mean(source)
-        var = _local_mean(source * source) - mu**2
-        cov = _local_mean(source * fused) - mu * mu_f
-        corr = (cov + CORRELATION_C) / (np.sqrt(np.abs(var * var_f)) + CORRELATION_C)
-        np.maximum(best, np.where(mask, corr, 0.0), out=best)
-    return float(best.sum() / np.count_nonzero(masks[2]))
+    local = [(source, mask, _local_mean(source)) for source, mask in zip(sources, masks)]
+    local = [(source, mask, mu, _local_mean(source * source) - mu**2) for source, mask, mu in local]
+    count = np.count_nonzero(masks[2])
+
+    def best(fused: np.ndarray) -> float:
+        mu_f = _local_mean(fused)
+        var_f = _local_mean(fused * fused) - mu_f**2
+        result = np.full(fused.shape, -np.inf)
+        for source, mask, mu, var in local:
+            cov = _local_mean(source * fused) - mu * mu_f
+            corr = (cov + CORRELATION_C) / (np.sqrt(np.abs(var * var_f)) + CORRELATION_C)
+            np.maximum(result, np.where(mask, corr, 0.0), out=result)
+        return float(result.sum() / count)
+
+    return best
+
+
+def prepare_qp(a: np.ndarray, b: np.ndarray):
+    """QP against these two sources: returns ``score(fused) -> float`` (see :func:`qp`); the
+    sources' phase congruency and local statistics are computed once."""
+    a, b = validate("QP", MIN_SIZE, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    pc_a, big_a, small_a = _source_features(a)
+    pc_b, big_b, small_b = _source_features(b)
+    take_a = pc_a > pc_b
+    masks = np.stack([pc_a, pc_b, np.where(take_a, pc_a, pc_b)]) > FEATURE_THRESHOLD
+    source_features = bool(masks[2].any())
+    correlations = []
+    if source_features:
+        correlations = [_prepare_correlation(np.stack([fa, fb, np.where(take_a, fa, fb)]), masks)
+                        for fa, fb in ((pc_a, pc_b), (big_a, big_b), (small_a, small_b))]
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QP", MIN_SIZE, shapes, fused=fused)
+        features = _phase_congruency(fused)
+        fused_features = bool((features[0] > FEATURE_THRESHOLD).any())
+        if not (source_features and fused_features):
+            return 1.0 if source_features == fused_features else 0.0
+        result = 1.0
+        for best, feature in zip(correlations, features):
+            result *= best(feature)
+        return result
+
+    return score
 
 
 def qp(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
@@ -235,18 +269,4 @@ def qp(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     has none either and 0.0 if it has some; when the sources have features and the fused image has
     none (e.g. a constant fused image) QP is 0.0. Raises InputError for images smaller than
     11x11, of different sizes or outside 0..255."""
-    a, b, fused = validate("QP", MIN_SIZE, a=a, b=b, fused=fused)
-    pc_a, big_a, small_a = _source_features(a)
-    pc_b, big_b, small_b = _source_features(b)
-    pc_f, big_f, small_f = _phase_congruency(fused)
-    take_a = pc_a > pc_b
-    pc_max = np.where(take_a, pc_a, pc_b)
-    masks = np.stack([pc_a, pc_b, pc_max]) > FEATURE_THRESHOLD
-    source_features = bool(masks[2].any())
-    fused_features = bool((pc_f > FEATURE_THRESHOLD).any())
-    if not (source_features and fused_features):
-        return 1.0 if source_features == fused_features else 0.0
-    result = 1.0
-    for fa, fb, ff in ((pc_a, pc_b, pc_f), (big_a, big_b, big_f), (small_a, small_b, small_f)):
-        result *= _best_correlation(np.stack([fa, fb, np.where(take_a, fa, fb)]), ff, masks)
-    return result
+    return prepare_qp(a, b)(fused)

@@ -3,12 +3,14 @@ index, Liu toolbox variant), QY (Yang et al. 2008), and against a ground truth P
 
 Local statistics follow Wang's ``ssim_index.m``: windows lie wholly inside the image ('valid'),
 variances are E[x^2] - E[x]^2 over the window (weights summing to 1). The window maps are
-computed in strips of rows (:func:`row_strips`) and summed, which keeps the temporaries small.
+computed in strips of rows (:func:`row_strips`) and summed, which keeps the temporaries small; the
+sources' strips are computed once per pair (``prepare_qe``, ``prepare_qy``).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,34 +33,36 @@ SSIM_C1, SSIM_C2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
 PEAK = 255.0
 
 
-class _Moments:
-    """Local means, variances and covariances of a set of images under one 'valid' window.
+class _Stats(NamedTuple):
+    """Local mean and variance E[x^2] - E[x]^2 of an image under a 'valid' window; ``flat``
+    marks the windows in which the image is constant (None when not asked for)."""
+    mu: np.ndarray
+    var: np.ndarray
+    flat: np.ndarray | None
 
-    With ``exact_flat`` set, a window in which an image is constant gets exactly zero variance
-    and covariance: E[x^2] - E[x]^2 leaves rounding noise (about 1e-11) there, which SSIM with
-    tiny constants (QY) would turn into arbitrary values."""
 
-    def __init__(self, mean, window: int, images: dict[str, np.ndarray], exact_flat: bool = False):
-        self._mean = mean
-        self._images = images
-        self.mu = {name: mean(image) for name, image in images.items()}
-        self.var = {}
-        for name, image in images.items():
-            var = mean(image * image)
-            var -= self.mu[name] * self.mu[name]
-            self.var[name] = var
-        self._flat = {}
-        if exact_flat:
-            self._flat = {name: constant_windows(image, window) for name, image in images.items()}
-            for name, flat in self._flat.items():
-                self.var[name][flat] = 0.0
+def _stats(mean, image: np.ndarray, flat_window: int = 0) -> _Stats:
+    """With ``flat_window`` set, a window in which the image is constant gets exactly zero
+    variance: E[x^2] - E[x]^2 leaves rounding noise (about 1e-11) there, which SSIM with tiny
+    constants (QY) would turn into arbitrary values (see docs/metrics.md)."""
+    mu = mean(image)
+    var = mean(image * image)
+    var -= mu * mu
+    flat = None
+    if flat_window:
+        flat = constant_windows(image, flat_window)
+        var[flat] = 0.0
+    return _Stats(mu, var, flat)
 
-    def ssim(self, x: str, y: str, c1: float, c2: float) -> np.ndarray:
-        cov = self._mean(self._images[x] * self._images[y])
-        cov -= self.mu[x] * self.mu[y]
-        if self._flat:
-            cov[self._flat[x] | self._flat[y]] = 0.0
-        return ssim_map(self.mu[x], self.mu[y], self.var[x], self.var[y], cov, c1, c2)
+
+def _ssim(mean, x: np.ndarray, y: np.ndarray, sx: _Stats, sy: _Stats, c1: float, c2: float) -> np.ndarray:
+    """SSIM map of two images from their local statistics; the covariance is exactly zero in the
+    windows where either image is flat (when flat windows are marked)."""
+    cov = mean(x * y)
+    cov -= sx.mu * sy.mu
+    if sx.flat is not None:
+        cov[sx.flat | sy.flat] = 0.0
+    return ssim_map(sx.mu, sy.mu, sx.var, sy.var, cov, c1, c2)
 
 
 def _saliency(var_a: np.ndarray, var_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,50 +76,91 @@ def _saliency(var_a: np.ndarray, var_b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return var_a / total, var_a, var_b
 
 
-def _weighted_fusion_index(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
-    """Piella's weighted fusion quality index Q_W (8x8 windows): the mean, weighted by
-    max(var_A, var_B), of lambda SSIM(F, A) + (1 - lambda) SSIM(F, B)."""
+def _prepare_weighted_index(a: np.ndarray, b: np.ndarray):
+    """Piella's weighted fusion quality index Q_W (8x8 windows) against two sources: returns
+    ``index(fused)``, the mean, weighted by max(var_A, var_B), of
+    lambda SSIM(F, A) + (1 - lambda) SSIM(F, B)."""
     mean = partial(box_mean_valid, size=QE_WINDOW)
-    weighted, total_weight = 0.0, 0.0
+    strips, total_weight = [], 0.0
     for rows in row_strips(a.shape[0], QE_WINDOW):
-        moments = _Moments(mean, QE_WINDOW, {"a": a[rows], "b": b[rows], "f": fused[rows]})
-        lam, var_a, var_b = _saliency(moments.var["a"], moments.var["b"])
-        local = lam * moments.ssim("f", "a", QE_C, QE_C) + (1.0 - lam) * moments.ssim("f", "b", QE_C, QE_C)
+        sa, sb = _stats(mean, a[rows]), _stats(mean, b[rows])
+        lam, var_a, var_b = _saliency(sa.var, sb.var)
         weight = np.maximum(var_a, var_b)
-        weighted += (weight * local).sum()
         total_weight += weight.sum()
-    return float(weighted / total_weight)
+        strips.append((rows, sa, sb, lam, weight))
+
+    def index(fused: np.ndarray) -> float:
+        weighted = 0.0
+        for rows, sa, sb, lam, weight in strips:
+            f = fused[rows]
+            sf = _stats(mean, f)
+            ssim_fa = _ssim(mean, f, a[rows], sf, sa, QE_C, QE_C)
+            ssim_fb = _ssim(mean, f, b[rows], sf, sb, QE_C, QE_C)
+            weighted += (weight * (lam * ssim_fa + (1.0 - lam) * ssim_fb)).sum()
+        return float(weighted / total_weight)
+
+    return index
 
 
 def _prewitt_magnitude(image: np.ndarray) -> np.ndarray:
     return cv2.magnitude(filter_same(image, PREWITT_X), filter_same(image, PREWITT_Y))
 
 
+def prepare_qe(a: np.ndarray, b: np.ndarray):
+    """QE against these two sources: returns ``score(fused) -> float`` (see :func:`qe`); the
+    sources' edges and local statistics are computed once."""
+    a, b = validate("QE", QE_WINDOW, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    on_images = _prepare_weighted_index(a, b)
+    on_edges = _prepare_weighted_index(_prewitt_magnitude(a), _prewitt_magnitude(b))
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QE", QE_WINDOW, shapes, fused=fused)
+        return on_images(fused) * on_edges(_prewitt_magnitude(fused))
+
+    return score
+
+
 def qe(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Piella's edge-dependent fusion quality index (Liu toolbox variant, alpha = 1):
     Q_W on the images times Q_W on their Prewitt edge magnitudes. Needs 8x8 pixels."""
-    a, b, fused = validate("QE", QE_WINDOW, a=a, b=b, fused=fused)
-    edges = [_prewitt_magnitude(image) for image in (a, b, fused)]
-    return _weighted_fusion_index(a, b, fused) * _weighted_fusion_index(*edges)
+    return prepare_qe(a, b)(fused)
+
+
+def prepare_qy(a: np.ndarray, b: np.ndarray):
+    """QY against these two sources: returns ``score(fused) -> float`` (see :func:`qy`); the
+    sources' statistics, SSIM(A, B) and saliency are computed once."""
+    a, b = validate("QY", QY_WINDOW, a=a, b=b)
+    shapes = {"a": a.shape, "b": b.shape}
+    mean = partial(gaussian_valid, size=QY_WINDOW, sigma=QY_SIGMA)
+    strips = []
+    for rows in row_strips(a.shape[0], QY_WINDOW):
+        sa, sb = _stats(mean, a[rows], QY_WINDOW), _stats(mean, b[rows], QY_WINDOW)
+        similar = _ssim(mean, a[rows], b[rows], sa, sb, QY_C, QY_C) >= QY_THRESHOLD
+        strips.append((rows, sa, sb, similar, _saliency(sa.var, sb.var)[0]))
+    count = sum(similar.size for *_, similar, _ in strips)
+
+    def score(fused: np.ndarray) -> float:
+        (fused,) = validate("QY", QY_WINDOW, shapes, fused=fused)
+        total = 0.0
+        for rows, sa, sb, similar, lam in strips:
+            f = fused[rows]
+            sf = _stats(mean, f, QY_WINDOW)
+            ssim_af = _ssim(mean, a[rows], f, sa, sf, QY_C, QY_C)
+            ssim_bf = _ssim(mean, b[rows], f, sb, sf, QY_C, QY_C)
+            weighted = lam * ssim_af + (1.0 - lam) * ssim_bf
+            total += np.where(similar, weighted, np.maximum(ssim_af, ssim_bf)).sum()
+        return float(total / count)
+
+    return score
 
 
 def qy(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> float:
     """Yang et al. 2008: per 7x7 Gaussian window, where SSIM(A, B) >= 0.75 the saliency-weighted
     mean lambda SSIM(A, F) + (1 - lambda) SSIM(B, F), elsewhere max(SSIM(A, F), SSIM(B, F));
-    averaged over the windows. Needs 7x7 pixels."""
-    a, b, fused = validate("QY", QY_WINDOW, a=a, b=b, fused=fused)
-    mean = partial(gaussian_valid, size=QY_WINDOW, sigma=QY_SIGMA)
-    total, count = 0.0, 0
-    for rows in row_strips(a.shape[0], QY_WINDOW):
-        moments = _Moments(mean, QY_WINDOW, {"a": a[rows], "b": b[rows], "f": fused[rows]}, exact_flat=True)
-        similar = moments.ssim("a", "b", QY_C, QY_C) >= QY_THRESHOLD
-        lam, _, _ = _saliency(moments.var["a"], moments.var["b"])
-        ssim_af = moments.ssim("a", "f", QY_C, QY_C)
-        ssim_bf = moments.ssim("b", "f", QY_C, QY_C)
-        local = np.where(similar, lam * ssim_af + (1.0 - lam) * ssim_bf, np.maximum(ssim_af, ssim_bf))
-        total += local.sum()
-        count += local.size
-    return float(total / count)
+    averaged over the windows. Windows in which an image is constant count with exactly zero
+    variance (see docs/metrics.md). Needs 7x7 pixels."""
+    return prepare_qy(a, b)(fused)
 
 
 def psnr(fused: np.ndarray, truth: np.ndarray) -> float:
@@ -135,7 +180,8 @@ def ssim(fused: np.ndarray, truth: np.ndarray) -> float:
     mean = partial(gaussian_valid, size=SSIM_WINDOW, sigma=SSIM_SIGMA)
     total, count = 0.0, 0
     for rows in row_strips(fused.shape[0], SSIM_WINDOW):
-        local = _Moments(mean, SSIM_WINDOW, {"f": fused[rows], "t": truth[rows]}).ssim("f", "t", SSIM_C1, SSIM_C2)
+        f, t = fused[rows], truth[rows]
+        local = _ssim(mean, f, t, _stats(mean, f), _stats(mean, t), SSIM_C1, SSIM_C2)
         total += local.sum()
         count += local.size
     return float(total / count)
