@@ -9,12 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.metrics import compute_metrics, get_metric, reference_grey
+from evaluation.metrics import PairScorer, compute_metrics, get_metric, reference_grey
 from evaluation.metrics.common import MIN_SIZE, prepare_inputs
 from evaluation.metrics.gradient import (GAMMA_A, GAMMA_G, KAPPA_A, KAPPA_G, SIGMA_A, SIGMA_G,
-                                         average_gradient, qabf, spatial_frequency, standard_deviation)
+                                         average_gradient, prepare_qabf, qabf, spatial_frequency,
+                                         standard_deviation)
 from evaluation.metrics.information import entropy, mutual_information, qmi, qncie
-from evaluation.metrics.structural import SSIM_C1, SSIM_C2, psnr, qe, qy, ssim
+from evaluation.metrics.structural import SSIM_C1, SSIM_C2, prepare_qy, psnr, qe, qy, ssim
 from mfif.errors import InputError
 
 SOURCE_METRICS = {"QMI": qmi, "QNCIE": qncie, "QG": qabf, "QE": qe, "QY": qy, "MI": mutual_information}
@@ -291,3 +292,45 @@ def test_compute_metrics_on_colour_images_equals_the_metrics_on_reference_grey()
     assert "PSNR" not in without_truth and "SSIM" not in without_truth
     with pytest.raises(KeyError, match="unknown metric"):
         get_metric("QX")
+
+
+# --- scoring many fused images of one pair -------------------------------------------------------------
+def test_pair_scorer_gives_what_each_metric_gives_for_every_fused_image():
+    a, b, sharp, blurred = _multi_focus_pair()
+    names = ("QMI", "QNCIE", "QG", "QP", "QE", "QY", "QCB", "QCV", "MI", "EN", "PSNR", "SSIM")
+    scorer = PairScorer(a.astype(np.uint8), b / 255.0, names)
+    for fused in (sharp, blurred, (a + b) / 2, a):
+        scores = scorer.score(fused, truth=sharp)
+        assert list(scores) == list(names)
+        for name in names:
+            metric = get_metric(name)
+            if name in ("PSNR", "SSIM"):
+                expected = metric(fused, sharp)
+            elif name == "EN":
+                expected = metric(fused)
+            else:
+                expected = metric(a, b, fused)
+            assert scores[name] == expected, name
+    assert "PSNR" not in scorer.score(sharp)
+
+
+def test_pair_scorer_checks_every_fused_image_against_the_sources():
+    a, b, sharp, _ = _multi_focus_pair()
+    scorer = PairScorer(a, b, ("QY", "QP"))
+    with pytest.raises(InputError, match=r"A 64x80, B 64x80, fused 64x79"):
+        scorer.score(sharp[:, :79])
+    with pytest.raises(InputError, match="truth 63x80"):
+        scorer.score(sharp, truth=sharp[:63])
+    nan = sharp.copy()
+    nan[5, 6] = np.nan
+    with pytest.raises(InputError, match="fused holds 1 NaN"):
+        scorer.score(nan)
+    with pytest.raises(InputError, match="B 64x80.*A 64x81|A 64x81, B 64x80"):
+        PairScorer(np.zeros((64, 81)), b)
+    with pytest.raises(KeyError, match="unknown metric"):
+        PairScorer(a, b, ("QY", "QX"))
+    for name, prepare in (("QY", prepare_qy), ("QG", prepare_qabf)):
+        score = prepare(a, b)
+        assert score(sharp) == get_metric(name)(a, b, sharp)
+        with pytest.raises(InputError, match="a 64x80, b 64x80, fused 64x79"):
+            score(sharp[:, :79])

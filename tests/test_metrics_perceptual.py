@@ -1,59 +1,20 @@
-"""QP (phase congruency), QCB and QCV: conformance with the published per-image values of Liu et
-al. 2020 (all 180 rows of the shared liu2020_gray10 set) and behaviour on synthetic images."""
+"""QP (phase congruency), QCB and QCV: behaviour on synthetic images. Their conformance with the
+published per-image values of Liu et al. 2020 is tested with the other five reference metrics in
+tests/test_metrics_conformance.py."""
 
 from __future__ import annotations
-
-import csv
-from collections import defaultdict
 
 import cv2
 import numpy as np
 import pytest
 
-from evaluation.metrics import get_metric, reference_grey
-from evaluation.metrics.perceptual import normalize_255, qcb, qcv
+from evaluation.metrics import phase
+from evaluation.metrics.common import stretch_levels
+from evaluation.metrics.perceptual import qcb, qcv
 from evaluation.metrics.phase import phase_congruency, qp
 from mfif.errors import InputError
-from mfif.imageio import read_image
-from mfif.paths import shared_data_dir
 
-REFERENCE = "metrics_reference/liu2020_gray10"
-# metric -> (CSV column, tolerance, relative?) as docs/metrics.md sets them
-TARGETS = {"QP": ("QP", 1e-3, False), "QCB": ("QCB", 1e-3, False), "QCV": ("QCV(lower=better)", 1e-3, True)}
-IMAGES = [f"g_{n:02d}" for n in range(1, 11)]
 METRICS = (qp, qcb, qcv)
-
-
-@pytest.fixture(scope="module")
-def reference():
-    """(folder, {image: [csv rows]}) of the reference set; skips when the shared data is absent."""
-    data = shared_data_dir()
-    folder = data / REFERENCE if data is not None else None
-    if folder is None or not (folder / "per_image.csv").is_file():
-        pytest.skip(f"shared data with {REFERENCE}/per_image.csv not found (set MFIF_DATA)")
-    rows = defaultdict(list)
-    with open(folder / "per_image.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows[row["image"]].append(row)
-    return folder, rows
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("image", IMAGES)
-def test_conformance_with_reference(reference, image):
-    folder, rows = reference
-    assert len(rows[image]) == 18, f"{image}: expected 18 methods in per_image.csv"
-    a, b = (reference_grey(read_image(folder / "sources" / f"{image}_{n}.png")) for n in (1, 2))
-    failures = []
-    for row in rows[image]:
-        fused = reference_grey(read_image(folder / "fused" / f"{image}_{row['method']}.png"))
-        for name, (column, tolerance, relative) in TARGETS.items():
-            value, expected = get_metric(name)(a, b, fused), float(row[column])
-            assert np.isfinite(value)
-            error = abs(value - expected) / (abs(expected) if relative else 1.0)
-            if error > tolerance:
-                failures.append(f"{name} {row['method']}: {value:.6f} vs {expected:.6f} (error {error:.2e})")
-    assert not failures, f"{image}: " + "; ".join(failures)
 
 
 def _scene(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
@@ -128,8 +89,9 @@ def test_constant_images_give_documented_values():
 
 def test_normalisation_stretches_and_rounds():
     image = np.array([[10.0, 20.0], [30.0, 40.0]])
-    assert normalize_255(image).tolist() == [[0.0, 85.0], [170.0, 255.0]]
-    assert not normalize_255(np.full((3, 3), 7.0)).any()
+    assert stretch_levels(image).tolist() == [[0.0, 85.0], [170.0, 255.0]]
+    assert stretch_levels(np.array([[0.0, 1.0, 2.0]])).tolist() == [[0.0, 128.0, 255.0]]  # 127.5 up
+    assert not stretch_levels(np.full((3, 3), 7.0)).any()
 
 
 @pytest.mark.parametrize("shape", [(11, 11), (11, 14), (37, 45), (64, 63)])
@@ -182,3 +144,7 @@ def test_source_features_cache_follows_content():
     changed = qp(a, b, fused)
     assert changed != first
     assert changed == qp(a.copy(), b.copy(), fused.copy())
+    assert len(phase._FEATURE_CACHE) > 0
+    phase.clear_feature_cache()
+    assert len(phase._FEATURE_CACHE) == 0
+    assert qp(a, b, fused) == changed

@@ -22,7 +22,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.data import RealPairCrops, SourcesOnly, SynthConfig, SyntheticPairs, load_photos, validation_set
 from train.models import MODELS, build_model, count_parameters
 
-DEFAULT_LR = {"xu2018": 1e-4, "mustafa2019": 1e-3, "focusmap": 2e-3}
+DEFAULT_LR = {"xu2018": 1e-3, "mustafa2019": 1e-3, "focusmap": 2e-3}
 OPTIM_PREFIX = "optim/"
 
 

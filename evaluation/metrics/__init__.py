@@ -47,6 +47,7 @@ IMAGE_METRICS = {
 
 # name -> "module:function" taking the two grey sources and returning ``score(fused) -> float``
 # of that source metric: work that depends only on the sources is done once (see PairScorer).
+# ``score`` keeps the sources it was given: do not change them in place while using it.
 PREPARED_METRICS = {
     "QMI": "evaluation.metrics.information:prepare_qmi",
     "QNCIE": "evaluation.metrics.information:prepare_qncie",

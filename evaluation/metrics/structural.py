@@ -42,8 +42,8 @@ class _Stats(NamedTuple):
 
 
 def _stats(mean, image: np.ndarray, flat_window: int = 0) -> _Stats:
-    """With ``flat_window`` set, a window in which the image is constant gets exactly zero
-    variance: E[x^2] - E[x]^2 leaves rounding noise (about 1e-11) there, which SSIM with tiny
+    """Local statistics of an image under the window filter ``mean``. With ``flat_window`` set,
+    a window in which the image is constant gets exactly zero variance: E[x^2] - E[x]^2 leaves rounding noise (about 1e-11) there, which SSIM with tiny
     constants (QY) would turn into arbitrary values (see docs/metrics.md)."""
     mu = mean(image)
     var = mean(image * image)
