@@ -38,7 +38,7 @@ def write_videos(folder: Path, frames: int, height: int, width: int) -> tuple[st
     import cv2
 
     rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (height // 6, (width + frames // 4) // 6 + 2, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (-(-height // 6), -(-(width + frames // 4) // 6) + 2, 3), dtype=np.uint8)
     scene = cv2.resize(small, (small.shape[1] * 6, small.shape[0] * 6), interpolation=cv2.INTER_CUBIC)
     paths = (str(folder / "soak_a.avi"), str(folder / "soak_b.avi"))
     writers = [cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (width, height)) for path in paths]

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "(default: K stays dynamic)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="fix C for nets that take any channel count "
                                                                     "(default: C stays dynamic)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="change a model config value that keeps the weights, e.g. --set scale=4 for focusmap "
+                             "(scores at 1/4 resolution: faster, slightly lower quality; see docs/models.md)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim graph simplification")
     parser.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch after export")
 
@@ -49,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         raise ConfigError("give the output file with -o OUT.onnx")
     source = _random_model(args.random) if args.random else args.source
+    overrides = parse_overrides(args.overrides)
+    if overrides:
+        from export.onnx_export import load_model
+
+        source = load_model(source, overrides)[0] if args.random else _checkpoint_with(source, overrides)
     info = export_onnx(source, args.output, opset=args.opset, simplify=not args.no_simplify,
                        num_inputs=args.num_inputs, channels=args.channels)
     k, c = info.num_inputs or "K", info.channels or "C"
@@ -62,6 +70,31 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_verify:
             _print_fp16_check(args.output, args.fp16)
     return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['scale=4'] -> {'scale': 4}: values are read as JSON (numbers, lists), else kept as text."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. scale=4), not {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def _checkpoint_with(path, overrides: dict):
+    """The checkpoint at ``path`` with its model rebuilt under ``overrides`` (hash kept)."""
+    from dataclasses import replace
+
+    from export.onnx_export import load_model
+    from train.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    return replace(checkpoint, model=load_model(checkpoint, overrides)[0])
 
 
 def _random_model(name: str):

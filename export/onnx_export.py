@@ -48,9 +48,30 @@ def _onnx():
 # ----------------------------------------------------------------------------- models
 
 
-def load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
+def load_model(source, overrides: dict | None = None) -> tuple["nn.Module", str, dict[str, str]]:
     """(model in eval mode, checkpoint sha256, checkpoint metadata) from a checkpoint path, a
-    :class:`train.checkpoint.Checkpoint` or an ``nn.Module`` (which has no checkpoint hash)."""
+    :class:`train.checkpoint.Checkpoint` or an ``nn.Module`` (which has no checkpoint hash).
+    ``overrides`` changes config values that leave the weights as they are (focusmap's ``scale``,
+    its speed/quality knob): the model is rebuilt with them and given the same weights."""
+    model, sha256, metadata = _load_model(source)
+    if not overrides:
+        return model, sha256, metadata
+    from train.models import build_model
+
+    config = {**model.config, **overrides}
+    unknown = sorted(set(overrides) - set(model.config))
+    if unknown:
+        raise ConfigError(f"model {model.name} has no config value {unknown[0]!r}; it has {sorted(model.config)}")
+    rebuilt = build_model(model.name, **config)
+    try:
+        rebuilt.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"overriding {overrides} changes the weights of {model.name} (its layers no longer match "
+                          f"the checkpoint); only options such as focusmap's scale can change at export") from exc
+    return rebuilt.eval(), sha256, metadata
+
+
+def _load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
     torch = _torch()
     from train.checkpoint import Checkpoint, load_checkpoint
 
@@ -107,7 +128,8 @@ def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: boo
                 num_inputs: int | None = None, channels: int | None = None) -> ModelInfo:
     """Export ``source`` (checkpoint path, Checkpoint or nn.Module) to ``output`` as FP32 ONNX.
     ``num_inputs`` fixes K and ``channels`` (1 or 3) fixes C for models that take any (both stay
-    dynamic by default). Returns the metadata written."""
+    dynamic by default). Returns the metadata written. To change a config value that keeps the
+    weights (focusmap's scale), pass ``load_model(source, overrides)``'s model or checkpoint."""
     torch = _torch()
     onnx = _onnx()
     model, sha256, metadata = load_model(source)

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from mfif.errors import ConfigError, DataError  # noqa: E402
 from train.data import (DataWarning, RealPairCrops, SynthConfig, SyntheticPairs, blur, disk_kernel,  # noqa: E402
-                        focus_regions, is_validation, load_photos, make_sample, validation_set)
+                        focus_regions, is_validation, layer_masks, load_photos, make_sample, validation_set)
 
 
 def textured_photo(seed: int, height: int = 160, width: int = 200) -> np.ndarray:
@@ -89,8 +89,34 @@ def test_blur_kernels():
 
 
 def test_regions_partition():
-    regions = focus_regions(np.random.default_rng(0), 50, 70, 4, feather=2.0)
-    assert regions.shape == (4, 50, 70) and np.allclose(regions.sum(0), 1, atol=1e-5) and regions.min() >= 0
+    masks = layer_masks(np.random.default_rng(0), 50, 70, 4, feather=2.0)
+    regions = focus_regions(masks)
+    assert masks.shape == (3, 50, 70) and regions.shape == (4, 50, 70)
+    assert np.allclose(regions.sum(0), 1, atol=1e-5) and regions.min() >= 0
+    np.testing.assert_allclose(regions[3], masks[2])          # the front layer is never covered
+
+
+def test_blurred_front_layer_spills_over_the_sharp_background():
+    clean = SynthConfig(crop=96, grey_fraction=0.0, sigma_range=(2.5, 3.0)).clean()
+    spill = SynthConfig(**{**clean.__dict__, "occlusion_fraction": 1.0})
+    checked = 0
+    for seed in range(6):
+        plain = make_sample(textured_photo(seed), np.random.default_rng(seed), clean)
+        layered = make_sample(textured_photo(seed), np.random.default_rng(seed), spill)
+        truth, focus = layered["truth"], layered["focus"][0]
+        np.testing.assert_array_equal(plain["truth"], truth)       # same photo, masks and blurs
+        covered = cv2.dilate((focus < 0.99).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        near = (focus >= 0.99) & covered                           # background, next to the object
+        far = cv2.erode((focus > 0.999).astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool)
+        if near.sum() < 50 or far.sum() < 50:
+            continue
+        checked += 1
+        error = lambda sample, where: np.abs(sample["sources"][0][:, where] - truth[:, where]).mean()  # noqa: E731
+        # Far from the blurred object the background is the sharp photo in both; next to it, the
+        # object's blur spills over the background only in the layered model.
+        assert error(layered, far) < 1e-3 and error(plain, far) < 1e-3
+        assert error(layered, near) > 2 * error(plain, near)
+    assert checked >= 2
 
 
 def test_items_are_reproducible_with_a_seed():

@@ -290,3 +290,21 @@ def test_export_command(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["export", str(out), "-o", str(tmp_path / "again.onnx")]) == 2
     assert "already ONNX" in capsys.readouterr().err
+
+
+def test_export_command_changes_focusmap_scale_and_keeps_the_weights(tmp_path, capsys):
+    from mfif.cli import main
+
+    checkpoint = save_checkpoint(tmp_path / "fm.safetensors", seeded("focusmap", scale=2))
+    out = tmp_path / "fm_s4.onnx"
+    assert main(["export", str(checkpoint), "--set", "scale=4", "-o", str(out)]) == 0
+    assert "parity with PyTorch" in capsys.readouterr().out  # checked against the rebuilt scale-4 net
+    info = read_info(out)
+    assert info.config["scale"] == 4 and info.size_multiple == 4
+    assert info.checkpoint_sha256 == file_sha256(checkpoint)
+    assert main(["export", str(checkpoint), "--set", "nope=1", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "no config value 'nope'" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), "--set", "features=4", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "changes the weights" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), "--set", "scale", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

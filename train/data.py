@@ -55,6 +55,7 @@ class SynthConfig:
     disk_fraction: float = 0.5           # share of sources blurred with a disk instead of a Gaussian
     feather_range: tuple[float, float] = (0.5, 3.0)  # Gaussian sigma of the region edges
     downscale_range: tuple[float, float] = (0.5, 0.85)  # against the JPEG-artefact shortcut
+    occlusion_fraction: float = 0.5      # share of samples whose blurred layers spill over edges
     jpeg_fraction: float = 0.3           # share of samples whose sources are JPEG re-encoded alike
     noise_max: float = 0.01              # sensor noise std drawn from [0, noise_max] per sample
     flips: bool = True                   # random flips and transposes
@@ -74,8 +75,9 @@ class SynthConfig:
             raise ConfigError(f"downscale_range must be within (0, 1], not {self.downscale_range}")
 
     def clean(self) -> "SynthConfig":
-        """The same settings without noise and JPEG re-encoding (exact ground truth inside sources)."""
-        return SynthConfig(**{**asdict(self), "jpeg_fraction": 0.0, "noise_max": 0.0})
+        """The same settings without noise, JPEG re-encoding and spill over edges: each source is
+        exactly ``focus * truth + (1 - focus) * blurred``."""
+        return SynthConfig(**{**asdict(self), "jpeg_fraction": 0.0, "noise_max": 0.0, "occlusion_fraction": 0.0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,19 +187,18 @@ def random_mask(rng: np.random.Generator, height: int, width: int, feather: floa
     return mask
 
 
-def focus_regions(rng: np.random.Generator, height: int, width: int, count: int,
-                  feather: float) -> np.ndarray:
-    """A soft partition (count, H, W) summing to 1: depth layers painted back to front. For two
-    sources it is (1 - mask, mask): source A is in focus off the mask, B on it."""
-    regions = np.zeros((count, height, width), np.float32)
-    remaining = np.ones((height, width), np.float32)
-    for layer in range(1, count):
-        mask = random_mask(rng, height, width, feather)
-        regions[layer] = mask
-        remaining *= 1 - mask
-        for below in range(1, layer):
-            regions[below] *= 1 - mask
-    regions[0] = remaining
+def layer_masks(rng: np.random.Generator, height: int, width: int, count: int, feather: float) -> np.ndarray:
+    """(count - 1, H, W) masks of the depth layers in front of the background, back to front."""
+    return np.stack([random_mask(rng, height, width, feather) for _ in range(count - 1)])
+
+
+def focus_regions(masks: np.ndarray) -> np.ndarray:
+    """The soft partition (K, H, W) summing to 1 that layer masks (K - 1, H, W) paint, back to
+    front: region 0 is the background, a later layer covers the earlier ones. For two sources it is
+    (1 - mask, mask): source A is in focus off the mask, B on it."""
+    regions = np.concatenate([np.ones_like(masks[:1]), masks])
+    for layer in range(1, len(regions)):
+        regions[:layer] *= 1 - masks[layer - 1]
     return regions
 
 
@@ -246,14 +247,31 @@ def make_sample(photo: np.ndarray, rng: np.random.Generator, config: SynthConfig
     sharp = np.ascontiguousarray(sharp).astype(np.float32) / 255.0
     inner = (slice(margin, margin + crop), slice(margin, margin + crop))
     truth = sharp[inner]
-    regions = focus_regions(rng, crop, crop, count, rng.uniform(*config.feather_range))
+    masks = layer_masks(rng, big, big, count, rng.uniform(*config.feather_range))
+    regions = focus_regions(masks)
+    layered = rng.random() < config.occlusion_fraction
     log_low, log_high = np.log(config.sigma_range)
     sources = []
     for k in range(count):
         kind = "disk" if rng.random() < config.disk_fraction else "gaussian"
-        blurred = blur(sharp, kind, float(np.exp(rng.uniform(log_low, log_high)))).reshape(sharp.shape)[inner]
-        weight = regions[k][:, :, None]
-        sources.append(weight * truth + (1 - weight) * blurred)
+        size = float(np.exp(rng.uniform(log_low, log_high)))
+        blurred = blur(sharp, kind, size).reshape(sharp.shape)
+        if not layered:
+            weight = regions[k][:, :, None]
+            sources.append((weight * sharp + (1 - weight) * blurred)[inner])
+            continue
+        # Layers out of focus blur their colour and their outline alike, so a blurred layer in
+        # front spills over the sharp one behind it, as a real lens does.
+        source = sharp if k == 0 else blurred
+        for layer, mask in enumerate(masks, start=1):
+            alpha = mask[:, :, None]
+            if layer == k:
+                source = alpha * sharp + (1 - alpha) * source
+            else:
+                soft = blur(mask, kind, size)[:, :, None]
+                source = blur(alpha * sharp, kind, size).reshape(sharp.shape) + (1 - soft) * source
+        sources.append(source[inner])
+    regions = np.ascontiguousarray(regions[:, margin:margin + crop, margin:margin + crop])
     noise = rng.uniform(0, config.noise_max)
     jpeg_quality = int(rng.integers(70, 96)) if rng.random() < config.jpeg_fraction else 0
     for k, source in enumerate(sources):

@@ -25,6 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 
 
+# High-pass inputs are small (a few hundredths); scaled up they train as fast as the grey level.
+DETAIL_GAIN = 10.0
+
+
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, shrinking at the borders (exports as one AveragePool)."""
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
@@ -88,7 +92,8 @@ class FocusMap(nn.Module):
         """grey, detail: (B, K, h, w) -> focus scores (B, K, h, w)."""
         batch, count, height, width = grey.shape
         x = grey.reshape(batch * count, 1, height, width)
-        x = torch.cat([x, x - box_filter(x, 1), detail.reshape(batch * count, 1, height, width)], dim=1)
+        high_pass = DETAIL_GAIN * (x - box_filter(x, 1))
+        x = torch.cat([x, high_pass, DETAIL_GAIN * detail.reshape(batch * count, 1, height, width)], dim=1)
         x = self.encoder[0](self.stem(x))
         skips = [x]
         for level in range(self.levels):

@@ -1,0 +1,97 @@
+"""The benchmark tools: statistics, argument checks, and small real runs of the latency benchmark
+and the soak on the shipped default model (ONNX Runtime, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.latency import main as latency_main
+from benchmarks.latency import parse_resolution
+from benchmarks.report import arithmetic_floor_ms, latency_summary, stability_warning
+from mfif.errors import ConfigError
+
+
+def test_latency_summary_matches_numpy():
+    samples = np.random.default_rng(0).gamma(4.0, 2.0, 500)
+    summary = latency_summary(samples)
+    assert summary["count"] == 500
+    assert summary["min"] == samples.min() and summary["max"] == samples.max()
+    assert summary["median"] == pytest.approx(np.median(samples))
+    for p in (90, 95, 99):
+        assert summary[f"p{p}"] == pytest.approx(np.percentile(samples, p))
+    assert summary["throughput"] == pytest.approx(1000.0 / samples.mean())
+    assert summary["min"] <= summary["median"] <= summary["p90"] <= summary["p95"] <= summary["p99"] <= summary["max"]
+
+
+def test_latency_summary_needs_samples():
+    with pytest.raises(ValueError, match="no latency samples"):
+        latency_summary([])
+
+
+def test_stability_warning_only_for_a_wide_spread():
+    steady = latency_summary(np.full(100, 10.0) + np.random.default_rng(1).normal(0, 0.1, 100))
+    assert stability_warning(steady) is None
+    spiky = latency_summary(np.r_[np.full(95, 10.0), np.full(5, 40.0)])
+    warning = stability_warning(spiky)
+    assert warning is not None and "jetson_clocks" in warning and "p99/median" in warning
+
+
+def test_arithmetic_floor():
+    # 1000 MACs per pixel on a 1000x1000 frame at 1e9 MAC/s takes one second.
+    assert arithmetic_floor_ms(1000, 1000, 1000, 1e9) == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("text, expected", [("640x480", (480, 640)), ("1080p", (1080, 1920)), (" 33X17 ", (17, 33))])
+def test_parse_resolution(text, expected):
+    assert parse_resolution(text) == expected
+
+
+@pytest.mark.parametrize("text", ["640", "axb", "4x4", "640x480x3"])
+def test_parse_resolution_rejects_bad_values(text):
+    with pytest.raises(ConfigError, match=text.strip()):
+        parse_resolution(text)
+
+
+def test_latency_benchmark_end_to_end(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "lat.json"
+    code = latency_main(["--resolution", "96x64,128x96", "--iterations", "3", "--warmup", "1",
+                         "--baselines", "average", "--stream-frames", "6",
+                         "--json", str(out), "--plot", str(tmp_path / "lat.png")])
+    assert code == 0
+    report = json.loads(out.read_text())
+    models = [row for row in report["results"] if row["kind"] == "model"]
+    assert [(row["width"], row["height"]) for row in models] == [(96, 64), (128, 96)]
+    for row in models:
+        assert row["latency_ms"]["count"] == 3 and row["latency_ms"]["min"] > 0
+        assert set(row["stages_ms"]) == {"preprocess", "h2d", "compute", "d2h", "postprocess"}
+        assert row["device"].startswith("CPUExecutionProvider")
+    assert [row["model"] for row in report["results"] if row["kind"] == "baseline"] == ["average", "average"]
+    assert report["streams"][0]["frames"] == 6 and report["streams"][0]["fps"] > 0
+    assert report["machine"]["cpu_cores"] >= 1 and "onnxruntime" in report["machine"]["versions"]
+    assert (tmp_path / "lat.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "median" in printed and "ratio of median latency" in printed
+
+
+def test_latency_benchmark_rejects_bad_options(tmp_path):
+    with pytest.raises(ConfigError, match="iterations"):
+        latency_main(["--iterations", "0", "--json", str(tmp_path / "x.json")])
+
+
+def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    from benchmarks.soak import main as soak_main
+
+    out = tmp_path / "soak.json"
+    soak_main(["--frames", "40", "--warmup", "10", "--resolution", "96x64", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["frames_fused"] == 40 and result["dropped"] == 0 and result["pass"]["no_drops"]
+    assert result["memory"]["end_mb"] > 0 and "growth" in result["memory"]
+    assert result["fuse_ms_first_block"]["count"] == 20 == result["fuse_ms_last_block"]["count"]
+    assert "dropped 0" in capsys.readouterr().out
