@@ -123,24 +123,19 @@ def test_corrupted_truncated_and_foreign_checkpoints(tmp_path):
         load_checkpoint(mismatched)
 
 
-def _synthetic_pair(seed: int = 0, size: int = 128):
-    """Sharp texture; A blurred on the right half, B on the left: (sources, truth) tensors."""
-    import cv2
+@pytest.fixture(scope="module")
+def validation_pairs():
+    from mfif.paths import shared_data_dir
+    from train.data import SynthConfig, validation_set
 
-    rng = np.random.default_rng(seed)
-    sharp = cv2.resize(rng.random((size // 4, size // 4, 3)).astype(np.float32), (size, size),
-                       interpolation=cv2.INTER_NEAREST)
-    sharp = cv2.GaussianBlur(sharp, (0, 0), 0.7)
-    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
-    mask = np.zeros((size, size, 1), np.float32)
-    mask[:, size // 2:] = 1
-    a, b = mask * blurred + (1 - mask) * sharp, (1 - mask) * blurred + mask * sharp
-    to_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # noqa: E731
-    return torch.stack([to_tensor(a), to_tensor(b)])[None], to_tensor(sharp)[None]
+    shared = shared_data_dir()
+    if shared is None or not (shared / "sharp").is_dir():
+        pytest.skip("the shared photos (../shared/data/sharp) are absent")
+    return validation_set(shared / "sharp", SynthConfig(crop=128), count=6)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_shipped_weights_fuse_better_than_the_pixel_average(name):
+def test_shipped_weights_fuse_better_than_the_pixel_average(name, validation_pairs):
     from train.losses import psnr
 
     path = WEIGHTS / f"{name}.safetensors"
@@ -148,9 +143,9 @@ def test_shipped_weights_fuse_better_than_the_pixel_average(name):
         pytest.skip(f"no shipped weights at {path}")
     checkpoint = load_checkpoint(path)
     assert checkpoint.model.name == name and path.stat().st_size < 5_000_000
-    sources, truth = _synthetic_pair()
-    if getattr(checkpoint.model, "channels", 3) == 1:
-        sources, truth = sources.mean(dim=2, keepdim=True), truth.mean(dim=1, keepdim=True)
+    sources = torch.stack([pair["sources"] for pair in validation_pairs])
+    truth = torch.stack([pair["truth"] for pair in validation_pairs])
     with torch.no_grad():
         fused = checkpoint.model(sources).clamp(0, 1)
-    assert psnr(fused, truth).item() > psnr(sources.mean(dim=1), truth).item() + 3.0
+    # On the fixed validation split (photos never trained on) every shipped net beats the average.
+    assert psnr(fused, truth).mean() > psnr(sources.mean(dim=1), truth).mean() + 2.0

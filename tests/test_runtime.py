@@ -436,3 +436,16 @@ def test_no_warnings_on_a_plain_cpu_run():
         fuser = Fuser()
         a, b, _ = demo_frames(16, 16)
         fuser(a, b)
+
+
+def test_onnxruntime_graph_optimization_option(tmp_path):
+    from runtime import Fuser
+
+    frames = [np.full((16, 24, 3), value, np.uint8) for value in (40, 200)]
+    results = []
+    for level in ("basic", "extended", "all"):
+        fuser = Fuser(backend="onnxruntime", graph_optimization=level)
+        results.append(fuser(*frames))
+    assert all(np.array_equal(results[0], other) for other in results[1:])
+    with pytest.raises(ConfigError, match="graph_optimization must be one of basic, extended, all"):
+        Fuser(backend="onnxruntime", graph_optimization="fast")
