@@ -74,7 +74,7 @@ def test_a_few_steps_lower_the_loss(name, config):
                                               for i in range(4)])
     torch.manual_seed(0)
     model = build_model(name, **config)
-    optimizer = torch.optim.Adam(model.parameters(), lr={"xu2018": 1e-3}.get(name, 3e-3))
+    optimizer = torch.optim.Adam(model.parameters(), lr={"xu2018": 1e-3, "focusmap": 1e-2}.get(name, 3e-3))
     first = compute_loss(name, model, batch).item()
     for _ in range(12):
         loss = compute_loss(name, model, batch)

@@ -4,8 +4,8 @@ weighted sum of the full-resolution sources. So colour comes for free, no pixel 
 any number of sources N >= 2 works.
 
 The scoring net is a small U-shaped encoder-decoder run on each source's grey image (shared
-weights): a 3x3 stem, then ``levels`` average-pool steps, each level one or two depthwise-separable
-residual blocks (width ``features`` doubling up to 4x). Sources are compared with each other where
+weights): a 3x3 stem, then ``levels`` average-pool steps, each lower level one or two
+depthwise-separable residual blocks (width ``features`` doubling up to 4x). Sources are compared with each other where
 it matters: at the bottom (wide context, to decide flat regions from their surroundings) and at
 every skip connection of the decoder (sharp decisions at region edges), by concatenating each
 source's features with their difference from the mean over all sources, which keeps the net
@@ -75,9 +75,10 @@ class FocusMap(nn.Module):
         self.levels = levels
         widths = [features * 2 ** min(level, 2) for level in range(levels + 1)]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1), nn.ReLU(inplace=True))
-        self.encoder = nn.ModuleList(
-            nn.Sequential(*(SeparableBlock(width) for _ in range(1 if level < 2 else 2)))
-            for level, width in enumerate(widths))
+        # Separable blocks start below the input resolution: at level 0 they cost 13% of the CPU
+        # time and changed neither validation PSNR nor Qabf on real pairs.
+        self.encoder = nn.ModuleList(nn.Sequential(*(SeparableBlock(width) for _ in range(min(level, 2))))
+                                     for level, width in enumerate(widths))
         self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 1), nn.ReLU(inplace=True))
                                   for i in range(levels))
         top = widths[-1]
@@ -85,7 +86,7 @@ class FocusMap(nn.Module):
                                     SeparableBlock(top), SeparableBlock(top))
         self.up = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(levels))
         self.lateral = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels))
-        self.decoder = nn.ModuleList(SeparableBlock(widths[i]) for i in range(levels))
+        self.decoder = nn.ModuleList(SeparableBlock(widths[i]) if i else nn.Identity() for i in range(levels))
         self.head = nn.Conv2d(widths[0], 1, 1)
 
     def scores(self, grey: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
