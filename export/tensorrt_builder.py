@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfif.errors import ConfigError, MfifError, ModelFileError
+from mfif.hashing import sha256_file
 from mfif.lazy import require
 from runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
-                                  read_record, record_path, sha256_bytes, sha256_file, write_atomic, write_engine)
+                                  read_record, record_path, sha256_bytes, write_atomic, write_engine)
 from runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")

@@ -4,28 +4,12 @@ skip with the reason elsewhere."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 from mfif.errors import BackendUnavailableError, InputError
 
-HAVE_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None and (
-    importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart") is not None)
-
-
-def gpu_missing_reason() -> str | None:
-    if not HAVE_CUDA_PYTHON:
-        return "cuda-python is not installed"
-    from runtime.cuda_buffers import gpu_info
-
-    try:
-        gpu_info(0)
-    except BackendUnavailableError as exc:
-        return str(exc)
-    return None
-
+from gpu_helpers import HAVE_CUDA_PYTHON, gpu_missing_reason  # noqa: E402
 
 GPU_REASON = gpu_missing_reason()
 needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=f"needs a CUDA GPU: {GPU_REASON}")

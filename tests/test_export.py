@@ -18,7 +18,8 @@ from mfif.errors import ConfigError, InputError, ModelFileError  # noqa: E402
 from mfif.imageio import find_pairs, read_image  # noqa: E402
 from mfif.paths import REPO_ROOT, shared_data_dir  # noqa: E402
 from runtime.model_info import ModelInfo  # noqa: E402
-from train.checkpoint import file_sha256, save_checkpoint  # noqa: E402
+from mfif.hashing import sha256_file  # noqa: E402
+from train.checkpoint import save_checkpoint  # noqa: E402
 from train.models import build_model  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -109,7 +110,7 @@ def test_file_interface_and_metadata_from_a_checkpoint(tmp_path):
     assert all(names) and len(set(names)) == len(names)
     read_back = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
     assert read_back == info
-    assert read_back.checkpoint_sha256 == file_sha256(checkpoint)
+    assert read_back.checkpoint_sha256 == sha256_file(checkpoint)
     assert (read_back.model, read_back.version, read_back.precision) == ("focusmap", "3", "fp32")
     assert (read_back.input_name, read_back.output_names) == ("sources", ("fused", "weights"))
     assert (read_back.channel_order, read_back.value_range, read_back.size_multiple) == ("BGR", (0.0, 1.0), 1)
@@ -301,7 +302,7 @@ def test_export_command_changes_focusmap_scale_and_keeps_the_weights(tmp_path, c
     assert "parity with PyTorch" in capsys.readouterr().out  # checked against the rebuilt scale-4 net
     info = read_info(out)
     assert info.config["scale"] == 4 and info.size_multiple == 4
-    assert info.checkpoint_sha256 == file_sha256(checkpoint)
+    assert info.checkpoint_sha256 == sha256_file(checkpoint)
     assert main(["export", str(checkpoint), "--set", "nope=1", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "no config value 'nope'" in capsys.readouterr().err
     assert main(["export", str(checkpoint), "--set", "features=4", "-o", str(tmp_path / "x.onnx")]) == 2

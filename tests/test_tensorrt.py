@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpu_helpers import gpu_missing_reason
 from mfif.cli import main as mfif_main
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, ModelFileError
 from runtime.backends.ort_tensorrt import tensorrt_provider
@@ -24,23 +25,10 @@ from runtime.model_info import ModelInfo
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
-def gpu_reason() -> str | None:
-    """None when a CUDA GPU is usable, else why not."""
-    if importlib.util.find_spec("cuda") is None:
-        return "cuda-python is not installed"
-    from runtime.cuda_buffers import gpu_info
-
-    try:
-        gpu_info(0)
-    except BackendUnavailableError as exc:
-        return str(exc)
-    return None
-
-
 def needs_tensorrt_and_gpu():
     if not HAVE_TENSORRT:
         pytest.skip("TensorRT is not installed (its wheels are not on PyPI for this machine)")
-    reason = gpu_reason()
+    reason = gpu_missing_reason()
     if reason:
         pytest.skip(f"no usable GPU: {reason}")
 
@@ -270,7 +258,7 @@ def test_builder_cache_status_reuses_only_an_intact_engine_with_the_same_key(tmp
 
 def test_read_onnx_gives_metadata_dims_and_hash(onnx_file):
     from export.tensorrt_builder import read_onnx
-    from runtime.engine_cache import sha256_file
+    from mfif.hashing import sha256_file
 
     facts = read_onnx(onnx_file)
     assert facts.info.model == "meanfuse" and facts.info.input_name == "sources"

@@ -4,7 +4,6 @@ the ``extra/`` prefix; plain string metadata (epoch, validation scores) rides al
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from mfif.errors import ModelFileError
+from mfif.hashing import sha256_file
 from train.models import build_model
 
 FORMAT_VERSION = "1"
@@ -25,14 +25,6 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     sha256: str = ""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None,
@@ -78,4 +70,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except RuntimeError as exc:
         raise ModelFileError(f"checkpoint {path} does not match model {metadata['mfif.model']} "
                              f"with config {metadata['mfif.config']}: {exc}") from exc
-    return Checkpoint(model.eval(), metadata, extra, file_sha256(path))
+    return Checkpoint(model.eval(), metadata, extra, sha256_file(path))

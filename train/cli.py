@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of real pairs <name>_A/_B for the unsupervised mustafa2019")
     parser.add_argument("--out", help="output folder (default: runs/MODEL)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
-    parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimizer steps per epoch (default 20)")
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="optimizer steps per epoch (default 50)")
     parser.add_argument("--steps", type=int, default=0, help="total optimizer steps (overrides --epochs)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step and process (default 8)")
     parser.add_argument("--crop", type=int, default=96, help="training crop size in pixels (default 96)")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic-pair setting, e.g. --synth disk_fraction=0.7 (see train.data.SynthConfig)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+
     parser.add_argument("--resume", help="continue from a last.safetensors written by an earlier run")
     parser.add_argument("--stop-after", type=int, default=0, metavar="EPOCHS",
                         help="stop after this many epochs (the schedule still spans all), to --resume later")

@@ -4,15 +4,18 @@ of real pairs (no ground truth, for the unsupervised loss), and a fixed validati
 A synthetic sample: a soft partition of the crop into K focus regions (smooth random regions and
 object-like blobs, feathered edges); source k is the sharp photo inside region k and a blurred copy
 (Gaussian, sigma in [2, 10] as in Xu et al. 2018, or a disk, the defocus PSF of a real lens)
-elsewhere; the ground truth is the sharp photo. The BSDS photos are JPEGs whose faint block
+elsewhere; the ground truth is the sharp photo. In half of the samples the regions are depth layers
+painted back to front, and an out-of-focus layer blurs its outline with its colour, so a blurred
+object spills over the sharp background next to it (the defocus spread at the object edges of real
+pairs; there no source holds the true pixel). The BSDS photos are JPEGs whose faint block
 artefacts survive only where a source is sharp, a shortcut a net must not learn: every photo is
 first downscaled by a random factor (INTER_AREA averages the 8x8 blocks away) and that downscaled
 image is the ground truth; optionally both sources get the same JPEG re-encoding and independent
 sensor noise, as real captures do.
 
 Items are dicts of float32 tensors in [0, 1], BGR: ``sources`` (K, C, H, W), ``truth`` (C, H, W)
-and ``focus`` (K, H, W), where ``focus[k]`` is the weight of the sharp photo inside source k (1 where
-source k is in focus). Item i of epoch e is made from a generator seeded with (seed, e, i), so data
+and ``focus`` (K, H, W), the soft partition of the crop into the regions where each source is in
+focus (summing to 1 over K; without spill, source k = focus[k] * truth + (1 - focus[k]) * blurred). Item i of epoch e is made from a generator seeded with (seed, e, i), so data
 are reproducible and independent of worker count and order.
 """
 

@@ -34,7 +34,7 @@ class TrainConfig:
     real: list[str] = field(default_factory=list)   # folders of real pairs (unsupervised models only)
     out: str = "runs/focusmap"
     epochs: int = 2
-    steps_per_epoch: int = 20
+    steps_per_epoch: int = 50
     steps: int = 0                      # total optimizer steps; when > 0 it sets the epochs
     batch_size: int = 8
     crop: int = 96
@@ -71,10 +71,11 @@ class TrainConfig:
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the base rate."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.total_steps - config.warmup_steps))
+    """Linear warm-up (at most a tenth of the run), then cosine decay to a tenth of the base rate."""
+    warmup = max(1, min(config.warmup_steps, config.total_steps // 10))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, config.total_steps - warmup))
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 

@@ -1,0 +1,15 @@
+"""File hashes: a checkpoint's and an ONNX file's sha256 tie exported models and engines to
+what they were made from."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
