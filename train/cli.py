@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic-pair setting, e.g. --synth disk_fraction=0.7 (see train.data.SynthConfig)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
-
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: these small nets gain little from more, and on a "
+                             "busy machine extra threads wait on each other; 0: torch's choice)")
     parser.add_argument("--resume", help="continue from a last.safetensors written by an earlier run")
     parser.add_argument("--stop-after", type=int, default=0, metavar="EPOCHS",
                         help="stop after this many epochs (the schedule still spans all), to --resume later")

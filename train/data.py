@@ -15,8 +15,9 @@ sensor noise, as real captures do.
 
 Items are dicts of float32 tensors in [0, 1], BGR: ``sources`` (K, C, H, W), ``truth`` (C, H, W)
 and ``focus`` (K, H, W), the soft partition of the crop into the regions where each source is in
-focus (summing to 1 over K; without spill, source k = focus[k] * truth + (1 - focus[k]) * blurred). Item i of epoch e is made from a generator seeded with (seed, e, i), so data
-are reproducible and independent of worker count and order.
+focus (summing to 1 over K; without spill, source k = focus[k] * truth + (1 - focus[k]) * blurred).
+Item i of epoch e is made from a generator seeded with (seed, e, i), so data are reproducible and
+independent of worker count and order.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def unsupervised_ssim_loss(fused: torch.Tensor, sources: torch.Tensor, eps: floa
     return 1 - (weights * torch.stack(maps)).sum(dim=0).mean()
 
 
-def focus_loss(weights: torch.Tensor, focus: torch.Tensor, sources: torch.Tensor, threshold: float = 0.02) -> torch.Tensor:
+def focus_loss(weights: torch.Tensor, focus: torch.Tensor, sources: torch.Tensor,
+               threshold: float = 0.02) -> torch.Tensor:
     """Cross-entropy of the weight maps (B, K, H, W) against the focus regions (B, K, H, W), counted
     where the sources differ visibly (mean absolute difference from the source mean > threshold);
     elsewhere any weighting fuses equally well."""

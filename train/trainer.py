@@ -56,7 +56,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.steps < 0 or self.lr < 0 or self.workers < 0:
-            raise ConfigError(f"steps, lr and workers must not be negative (got {self.steps}, {self.lr}, {self.workers})")
+            raise ConfigError(f"steps, lr and workers must not be negative "
+                              f"(got {self.steps}, {self.lr}, {self.workers})")
         if self.real and self.model != "mustafa2019":
             raise ConfigError(f"--real pairs have no ground truth and only train the unsupervised mustafa2019, "
                               f"not {self.model}")

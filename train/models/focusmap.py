@@ -5,13 +5,13 @@ any number of sources N >= 2 works.
 
 The scoring net is a small U-shaped encoder-decoder run on each source's grey image (shared
 weights): a 3x3 stem, then ``levels`` average-pool steps, each lower level one or two
-depthwise-separable residual blocks (width ``features`` doubling up to 4x). Sources are compared with each other where
-it matters: at the bottom (wide context, to decide flat regions from their surroundings) and at
-every skip connection of the decoder (sharp decisions at region edges), by concatenating each
-source's features with their difference from the mean over all sources, which keeps the net
-symmetric in its inputs. Inputs per source: the grey image, its 3x3 high-pass, and the local
-high-pass energy measured at full resolution (so the finest detail, the surest sign of focus,
-survives the reduced resolution below).
+depthwise-separable residual blocks (width ``features`` doubling up to 4x). Sources are compared
+with each other where it matters: at the bottom (wide context, to decide flat regions from their
+surroundings) and at every skip connection of the decoder (sharp decisions at region edges), by
+concatenating each source's features with their difference from the mean over all sources, which
+keeps the net symmetric in its inputs. Inputs per source: the grey image, its 3x3 high-pass, and
+the local high-pass energy measured at full resolution (so the finest detail, the surest sign of
+focus, survives the reduced resolution below).
 
 Speed/quality knob: ``scale`` > 1 computes the scores on a (1/scale)-sized copy of the sources and
 brings the weights back to full size with a fast guided filter (He and Sun 2015) whose guide is the
