@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     enfuse = find_enfuse()
     mfif = [sys.executable, "-m", "mfif.cli", "fuse", str(folder)] + (["--model", args.model] if args.model else [])
     with tempfile.TemporaryDirectory() as out:
-        ours = timed([*mfif, "-o", str(Path(out) / "mfif")])
+        ours = timed([*mfif, "-o", str(Path(out) / "mfif"), "--format", "tif"])  # enfuse writes TIFF too
         theirs = sum(timed([enfuse, *FOCUS_STACK_ARGS, "-o", str(Path(out) / f"{pair.name}.tif"), str(pair.a), str(pair.b)])
                      for pair in pairs)
     ratio = ours / theirs

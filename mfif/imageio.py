@@ -51,7 +51,10 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2 = _cv2()
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    suffix = path.suffix or ".png"
+    # PNG: zlib level 1 writes several times faster than OpenCV's default (3) for a few % more bytes.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if suffix.lower() == ".png" else []
+    ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
         raise DataError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as {path.suffix!r}")
     encoded.tofile(str(path))

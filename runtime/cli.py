@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ import numpy as np
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
 
+PREFETCH = 2  # pairs read ahead while fusing a folder of pairs
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
@@ -84,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: physical cores)")
     model.add_argument("--stats", action="store_true", help="print the per-stage timings at the end")
     output = parser.add_argument_group("images")
+    output.add_argument("--format", choices=["png", "tif", "jpg"], default="png",
+                        help="file format of the fused images written for a folder of pairs (default png)")
     output.add_argument("--weights-out", metavar="PATH",
                         help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources the "
                              "index of the heaviest source) or .npy (float32 K x H x W); a folder with a folder of pairs")
@@ -151,15 +156,29 @@ def _save_weights(path: Path, weights: np.ndarray) -> Path:
     return write_image(path, np.clip(image, 0, 255).astype(np.uint8))
 
 
-def _fuse_files(fuser, paths: list[Path], output: Path, weights_out: Path | None) -> None:
-    from mfif.imageio import read_image, write_image
+def _read_frames(paths: list[Path]) -> list[np.ndarray]:
+    from mfif.imageio import read_image
 
-    frames = [read_image(path) for path in paths]
+    return [read_image(path) for path in paths]
+
+
+def _fuse_frames(fuser, frames: list[np.ndarray], weights_out: Path | None):
+    """The fused frame and the weight maps (None unless ``weights_out`` is asked for)."""
     result = fuser.fuse(frames, return_weights=weights_out is not None)
-    fused, weights = result if weights_out is not None else (result, None)
+    return result if weights_out is not None else (result, None)
+
+
+def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, weights) -> None:
+    from mfif.imageio import write_image
+
     write_image(output, fused)
     if weights is not None:
         _save_weights(weights_out, weights)
+
+
+def _fuse_files(fuser, paths: list[Path], output: Path, weights_out: Path | None) -> None:
+    fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out)
+    _write_outputs(output, fused, weights_out, weights)
 
 
 def _images(fuser, paths: list[Path], args) -> int:
@@ -197,13 +216,29 @@ def _pairs(fuser, args) -> int:
     weights_dir = Path(args.weights_out) if args.weights_out else None
     failed = []
     start = time.perf_counter()
-    for pair in tqdm(pairs, unit="pair", desc="fusing"):
-        try:
-            weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
-            _fuse_files(fuser, [pair.a, pair.b], out_dir / f"{pair.name}.png", weights_path)
-        except MfifError as exc:
-            failed.append(pair.name)
-            tqdm.write(f"{pair.name}: {exc}", file=sys.stderr)
+    # Reading the next pair and writing the last result overlap with fusing (OpenCV's codecs
+    # release the GIL); at most PREFETCH pairs are read ahead, so memory stays bounded.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mfif-io") as io:
+        reads = deque(io.submit(_read_frames, [pair.a, pair.b]) for pair in pairs[:PREFETCH])
+        writes = []
+        for index, pair in enumerate(tqdm(pairs, unit="pair", desc="fusing")):
+            frames = reads.popleft()
+            if index + PREFETCH < len(pairs):
+                ahead = pairs[index + PREFETCH]
+                reads.append(io.submit(_read_frames, [ahead.a, ahead.b]))
+            try:
+                weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
+                fused, weights = _fuse_frames(fuser, frames.result(), weights_path)
+                writes.append((pair, io.submit(_write_outputs, out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)))
+            except MfifError as exc:
+                failed.append(pair.name)
+                tqdm.write(f"{pair.name}: {exc}", file=sys.stderr)
+        for pair, written in writes:
+            try:
+                written.result()
+            except MfifError as exc:
+                failed.append(pair.name)
+                print(f"{pair.name}: {exc}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     print(f"fused {len(pairs) - len(failed)} of {len(pairs)} pairs into {out_dir} in {elapsed:.1f} s")
     if failed:

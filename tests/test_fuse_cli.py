@@ -86,6 +86,12 @@ def test_a_folder_of_pairs_reports_bad_pairs_and_goes_on(tmp_path, capsys):
     (pairs / "bad_A.png").unlink()
     (pairs / "bad_B.png").unlink()
     assert main(["fuse", str(pairs), "-o", str(tmp_path / "out2")]) == 0
+    # Another lossless format gives the same pixels; an unreadable file fails its pair only.
+    (pairs / "broken_A.png").write_bytes(b"not an image")
+    write_image(pairs / "broken_B.png", a)
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "tif"), "--format", "tif"]) == 1
+    assert np.array_equal(read_image(tmp_path / "tif/one.tif"), read_image(tmp_path / "out2/one.png"))
+    assert "broken: cannot decode image" in capsys.readouterr().err
 
 
 def test_videos_and_a_bracketing_source(tmp_path, capsys):
