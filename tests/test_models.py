@@ -18,13 +18,7 @@ from train.models import MODELS, build_model, count_parameters, macs_per_pixel  
 WEIGHTS = Path(__file__).resolve().parent.parent / "train" / "weights"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny nets run fastest on one thread; more only wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 VARIANTS = [("xu2018", {}), ("xu2018", {"channels": 1}), ("mustafa2019", {}), ("mustafa2019", {"channels": 1}),

@@ -28,13 +28,7 @@ from train.trainer import TrainConfig, compute_loss, train  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny nets run fastest on one thread; more only wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def texture(seed: int, height: int = 96, width: int = 120) -> np.ndarray:
