@@ -16,8 +16,8 @@ import argparse
 import os
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,6 @@ import numpy as np
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
 
-PREFETCH = 2  # pairs read ahead while fusing a folder of pairs
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
@@ -87,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: physical cores)")
     model.add_argument("--stats", action="store_true", help="print the per-stage timings at the end")
     output = parser.add_argument_group("images")
+    output.add_argument("--jobs", type=int, help="pairs fused at once for a folder of pairs, each by its own "
+                        "single-threaded Fuser (default: the physical cores on the CPU, 1 on a GPU)")
     output.add_argument("--format", choices=["png", "tif", "jpg"], default="png",
                         help="file format of the fused images written for a folder of pairs (default png)")
     output.add_argument("--weights-out", metavar="PATH",
@@ -111,14 +112,16 @@ def run(args: argparse.Namespace) -> int:
                           + (f"; got {' and '.join(modes)}" if modes else ""))
     from runtime import Fuser
 
-    fuser = Fuser(args.model, args.backend, device=args.device, threads=args.threads)
+    folder_of_pairs = not args.video and not args.stack and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()
+    jobs = pair_jobs(args) if folder_of_pairs else 1
+    fuser = Fuser(args.model, args.backend, device=args.device, threads=1 if jobs > 1 else args.threads)
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
     if args.video:
         code = _video(fuser, args)
     elif args.stack:
         code = _stack(fuser, args)
-    elif len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        code = _pairs(fuser, args)
+    elif folder_of_pairs:
+        code = _pairs(fuser, args, jobs)
     else:
         code = _images(fuser, [Path(p) for p in args.inputs], args)
     if args.stats:
@@ -205,8 +208,24 @@ def _stack(fuser, args) -> int:
     return 0
 
 
-def _pairs(fuser, args) -> int:
+def pair_jobs(args) -> int:
+    """Pairs fused at once in a folder run: one per physical core on the CPU (each with a
+    single-threaded Fuser: small frames keep one core busier than two threads keep two), one on
+    a GPU."""
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, not {args.jobs}")
+        return args.jobs
+    if args.threads is not None or args.backend in ("torch", "tensorrt") or (args.device or "").startswith("cuda"):
+        return 1
+    from runtime.backends.onnxruntime import physical_cores
+
+    return physical_cores()
+
+
+def _pairs(fuser, args, jobs: int) -> int:
     from mfif.imageio import find_pairs
+    from runtime import Fuser
 
     tqdm = require("tqdm", extra="cpu", purpose="progress bars").tqdm
     pairs = find_pairs(args.inputs[0])
@@ -214,31 +233,27 @@ def _pairs(fuser, args) -> int:
     if out_dir.suffix.lower() in VIDEO_CODECS or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"with a folder of pairs, -o names a folder; {out_dir} is not one")
     weights_dir = Path(args.weights_out) if args.weights_out else None
+    # One Fuser per worker thread (a Fuser serves one thread); the first worker takes ``fuser``.
+    spare, local, lock = [fuser], threading.local(), threading.Lock()
+
+    def process(pair) -> None:
+        if not hasattr(local, "fuser"):
+            with lock:
+                local.fuser = spare.pop() if spare else Fuser(args.model, args.backend, device=args.device, threads=1)
+        weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
+        fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path)
+        _write_outputs(out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)
+
     failed = []
     start = time.perf_counter()
-    # Reading the next pair and writing the last result overlap with fusing (OpenCV's codecs
-    # release the GIL); at most PREFETCH pairs are read ahead, so memory stays bounded.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mfif-io") as io:
-        reads = deque(io.submit(_read_frames, [pair.a, pair.b]) for pair in pairs[:PREFETCH])
-        writes = []
-        for index, pair in enumerate(tqdm(pairs, unit="pair", desc="fusing")):
-            frames = reads.popleft()
-            if index + PREFETCH < len(pairs):
-                ahead = pairs[index + PREFETCH]
-                reads.append(io.submit(_read_frames, [ahead.a, ahead.b]))
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mfif-fuse") as pool:
+        futures = {pool.submit(process, pair): pair for pair in pairs}
+        for future in tqdm(as_completed(futures), total=len(pairs), unit="pair", desc="fusing"):
             try:
-                weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
-                fused, weights = _fuse_frames(fuser, frames.result(), weights_path)
-                writes.append((pair, io.submit(_write_outputs, out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)))
+                future.result()
             except MfifError as exc:
-                failed.append(pair.name)
-                tqdm.write(f"{pair.name}: {exc}", file=sys.stderr)
-        for pair, written in writes:
-            try:
-                written.result()
-            except MfifError as exc:
-                failed.append(pair.name)
-                print(f"{pair.name}: {exc}", file=sys.stderr)
+                failed.append(futures[future].name)
+                tqdm.write(f"{futures[future].name}: {exc}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     print(f"fused {len(pairs) - len(failed)} of {len(pairs)} pairs into {out_dir} in {elapsed:.1f} s")
     if failed:
