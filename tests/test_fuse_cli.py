@@ -92,6 +92,14 @@ def test_a_folder_of_pairs_reports_bad_pairs_and_goes_on(tmp_path, capsys):
     assert main(["fuse", str(pairs), "-o", str(tmp_path / "tif"), "--format", "tif"]) == 1
     assert np.array_equal(read_image(tmp_path / "tif/one.tif"), read_image(tmp_path / "out2/one.png"))
     assert "broken: cannot decode image" in capsys.readouterr().err
+    # Parallel workers (one Fuser each) write the same pixels as one worker.
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "one_job"), "--jobs", "1"]) == 1
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "three_jobs"), "--jobs", "3"]) == 1
+    for name in ("one", "two"):
+        assert np.array_equal(read_image(tmp_path / f"one_job/{name}.png"), read_image(tmp_path / f"three_jobs/{name}.png"))
+    capsys.readouterr()
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "none"), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, not 0" in capsys.readouterr().err
 
 
 def test_videos_and_a_bracketing_source(tmp_path, capsys):
