@@ -87,7 +87,6 @@ def bench_model(model: str | None, backend: str, device: str | None, resolutions
     for height, width in resolutions:
         frames = synthetic_pair(height, width)
         out = np.empty_like(frames[0])
-        stage_ms = {stage: [] for stage in STAGES}
 
         def call():
             fuser.fuse(frames, out=out)
@@ -96,9 +95,7 @@ def bench_model(model: str | None, backend: str, device: str | None, resolutions
             call()
         fuser.reset_stats()
         samples = time_calls(call, 0, args.iterations, args.duration)
-        stats = fuser.stats
-        for stage in STAGES:
-            stage_ms[stage] = stats.mean_ms[stage]
+        stage_ms = {stage: fuser.stats.mean_ms[stage] for stage in STAGES}
         summary = latency_summary(samples)
         row = {
             "kind": "model", "model": fuser.info.model, "file": str(model or "default"), "precision": fuser.info.precision,

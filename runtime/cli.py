@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = pair_jobs(args) if folder_of_pairs else 1
     fuser = Fuser(args.model, args.backend, device=args.device, threads=1 if jobs > 1 else args.threads)
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
+    if jobs > 1 and "CPU" not in fuser.device.upper():
+        jobs = 1  # 'auto' chose a GPU: one Fuser keeps it busy
     if args.video:
         code = _video(fuser, args)
     elif args.stack:
@@ -184,11 +186,15 @@ def _fuse_files(fuser, paths: list[Path], output: Path, weights_out: Path | None
     _write_outputs(output, fused, weights_out, weights)
 
 
+def _weights_path(args) -> Path | None:
+    return Path(args.weights_out) if args.weights_out else None
+
+
 def _images(fuser, paths: list[Path], args) -> int:
     if len(paths) < 2:
         raise ConfigError(f"fusing images needs at least two of them; got {len(paths)} ({paths[0]} is not a folder of pairs)")
     output = _require_output(args, "the fused image")
-    _fuse_files(fuser, paths, output, Path(args.weights_out) if args.weights_out else None)
+    _fuse_files(fuser, paths, output, _weights_path(args))
     print(f"wrote {output} ({fuser.stats.last_ms['total']:.1f} ms)")
     return 0
 
@@ -203,7 +209,7 @@ def _stack(fuser, args) -> int:
     if len(paths) < 2:
         raise DataError(f"a stack needs at least 2 images; {folder} has {len(paths)}")
     output = _require_output(args, "the fused image")
-    _fuse_files(fuser, paths, output, Path(args.weights_out) if args.weights_out else None)
+    _fuse_files(fuser, paths, output, _weights_path(args))
     print(f"fused {len(paths)} images of {folder} into {output} ({fuser.stats.last_ms['total']:.1f} ms)")
     return 0
 
@@ -232,7 +238,7 @@ def _pairs(fuser, args, jobs: int) -> int:
     out_dir = _require_output(args, "the fused images (a folder)")
     if out_dir.suffix.lower() in VIDEO_CODECS or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"with a folder of pairs, -o names a folder; {out_dir} is not one")
-    weights_dir = Path(args.weights_out) if args.weights_out else None
+    weights_dir = _weights_path(args)
     # One Fuser per worker thread (a Fuser serves one thread); the first worker takes ``fuser``.
     spare, local, lock = [fuser], threading.local(), threading.Lock()
 
