@@ -79,6 +79,20 @@ def test_dynamic_number_of_sources_and_channels(exported):
     assert np.abs(fused - want.numpy()).max() < TOLERANCE
 
 
+@pytest.mark.parametrize("count,channels", [(3, 1), (4, 3), (2, 2)])
+def test_sums_over_sources_and_channels_stay_dynamic_at_scale_4(exported, count, channels):
+    """The scale-4 graph sums over K and C with MatMuls whose shapes come from the input: other K
+    and C than the traced 2 and 3 must give PyTorch's result, not a reshape error."""
+    path, model = exported["focusmap4"]
+    sources = np.random.default_rng(count).random((1, count, channels, 44, 60), dtype=np.float32)
+    fused, weights = ort_session(path).run(None, {"sources": sources})
+    with torch.no_grad():
+        want, want_weights = model(torch.from_numpy(sources), return_weights=True)
+    assert fused.shape == (1, channels, 44, 60) and weights.shape == (1, count, 44, 60)
+    assert np.abs(fused - want.numpy()).max() < TOLERANCE
+    assert np.abs(weights - want_weights.numpy()).max() < TOLERANCE
+
+
 @pytest.mark.parametrize("key", ["xu2018", "mustafa2019"])
 def test_two_stream_nets_parity_at_small_odd_sizes(exported, key):
     # These nets cost ~100k-300k MACs per pixel: 480x640 and 1080p take seconds to minutes on a
@@ -175,7 +189,7 @@ def test_fp16_graph_with_float32_io(tmp_path, exported, key):
             assert all(t == onnx.TensorProto.FLOAT for t in floats), node.name
     if key.startswith("focusmap"):
         ops = {node.op_type for node in load_onnx(path).graph.node if node.name in kept}
-        assert {"Softmax", "Mul", "ReduceSum"} <= ops  # the weights and the blend stay FP32
+        assert {"Softmax", "Mul", "MatMul"} <= ops  # the weights and the blend (a product and a sum) stay FP32
     else:
         assert not kept
     # runs at an odd size (size multiple permitting), close to FP32

@@ -102,6 +102,39 @@ def test_a_folder_of_pairs_reports_bad_pairs_and_goes_on(tmp_path, capsys):
     assert "--jobs must be >= 1, not 0" in capsys.readouterr().err
 
 
+def test_the_command_in_its_own_process_writes_everything_and_keeps_its_exit_code(tmp_path):
+    """``mfif fuse`` ends its process without the interpreter's teardown: the outputs, the streams
+    and the exit code must all survive that. Piped (no terminal), it prints no progress bar."""
+    pairs = tmp_path / "pairs"
+    for name, size in (("small", (24, 32)), ("large", (96, 128)), ("middle", (48, 64))):
+        a, b, _ = demo_frames(*size)
+        write_image(pairs / f"{name}_A.png", a)
+        write_image(pairs / f"{name}_B.png", b)
+    write_image(pairs / "odd_A.png", np.zeros((20, 20, 3), np.uint8))
+    write_image(pairs / "odd_B.png", np.zeros((20, 24, 3), np.uint8))
+    command = [sys.executable, "-m", "mfif.cli", "fuse", str(pairs), "-o", str(tmp_path / "out"), "--format", "tif"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "fused 3 of 4 pairs" in result.stdout and "odd: frames differ in shape" in result.stderr
+    assert "pair/s" not in result.stderr
+    for name, size in (("small", (24, 32)), ("large", (96, 128)), ("middle", (48, 64))):
+        assert read_image(tmp_path / f"out/{name}.tif").shape == (*size, 3)
+    bad = subprocess.run(command[:5] + ["-o", str(tmp_path / "x"), "--jobs", "-1"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "--jobs must be >= 1, not -1" in bad.stderr
+
+
+def test_largest_pairs_go_first(tmp_path):
+    from mfif.imageio import find_pairs
+    from runtime.cli import largest_first
+
+    for name, size in (("small", (16, 16)), ("large", (64, 80)), ("middle", (32, 40))):
+        a, b, _ = demo_frames(*size)
+        write_image(tmp_path / f"{name}_A.png", a)
+        write_image(tmp_path / f"{name}_B.png", b)
+    assert [pair.name for pair in largest_first(find_pairs(tmp_path))] == ["large", "middle", "small"]
+
+
 def test_videos_and_a_bracketing_source(tmp_path, capsys):
     a, b, _ = demo_frames(48, 64)
     path_a = write_video(tmp_path / "a.avi", [a] * 8)

@@ -32,6 +32,16 @@ def small(name: str, config: dict):
     return build_model(name, **narrow, **config).eval()
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_sum_over_equals_torch_sum_and_mean(dim, keepdim):
+    from train.models.focusmap import sum_over
+
+    x = torch.rand(1, 3, 2, 9, 11)
+    assert torch.allclose(sum_over(x, dim, keepdim=keepdim), x.sum(dim, keepdim=keepdim), atol=1e-6)
+    assert torch.allclose(sum_over(x, dim, mean=True, keepdim=keepdim), x.mean(dim, keepdim=keepdim), atol=1e-6)
+
+
 @pytest.mark.parametrize("name,config", VARIANTS)
 @pytest.mark.parametrize("height,width", [(97, 131), (5, 7)])
 def test_output_shape_equals_input_shape(name, config, height, width):

@@ -29,6 +29,20 @@ from torch.nn import functional as F
 DETAIL_GAIN = 10.0
 
 
+def sum_over(x: torch.Tensor, dim: int, mean: bool = False, keepdim: bool = False) -> torch.Tensor:
+    """``x.sum(dim)`` (or ``x.mean(dim)``) as a product with a row of ones: the same result, but
+    ONNX Runtime's CPU ReduceSum over a leading axis of a full-resolution tensor runs four times
+    slower than the MatMul (2.5 ms against 0.6 ms for 2 x 3 x 580 x 780 floats on one core). It
+    exports to about 15 nodes against 1, which costs session start-up time: use it at full
+    resolution only."""
+    flat = x.flatten(dim + 1)
+    row = torch.ones_like(flat[..., :1]).transpose(-1, -2)
+    if mean:
+        row = row / x.shape[dim]
+    kept = (1,) if keepdim else ()
+    return torch.matmul(row, flat).reshape(*x.shape[:dim], *kept, *x.shape[dim + 1:-1], -1)
+
+
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, shrinking at the borders (exports as one AveragePool)."""
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
@@ -122,19 +136,19 @@ class FocusMap(nn.Module):
         a = F.interpolate(box_filter(a, r), size=size, mode="bilinear", align_corners=False)
         b = F.interpolate(box_filter(b, r), size=size, mode="bilinear", align_corners=False)
         full = (a * guide + b).clamp(min=0.0)
-        return full / full.sum(dim=1, keepdim=True).clamp(min=1e-6)
+        return full / sum_over(full, 1, keepdim=True).clamp(min=1e-6)
 
     def forward(self, sources: torch.Tensor, return_weights: bool = False):
         """sources: (B, K, C, H, W) in [0, 1], K >= 2, any C. Returns the fused (B, C, H, W) and,
         with ``return_weights``, the weight maps (B, K, H, W) that sum to 1 over K."""
-        grey = sources.mean(dim=2)
+        grey = sum_over(sources, 2, mean=True)
         detail = (grey - box_filter(grey, 1)).abs()
         if self.scale == 1:
             weights = torch.softmax(self.scores(grey, detail), dim=1)
         else:
             grey_low = F.avg_pool2d(grey, self.scale)
             weights_low = torch.softmax(self.scores(grey_low, F.avg_pool2d(detail, self.scale)), dim=1)
-            guide = grey.mean(dim=1, keepdim=True)
+            guide = sum_over(grey, 1, mean=True, keepdim=True)
             weights = self.upsample_weights(weights_low, grey_low.mean(dim=1, keepdim=True), guide)
-        fused = (weights.unsqueeze(2) * sources).sum(dim=1)
+        fused = sum_over(weights.unsqueeze(2) * sources, 1)
         return (fused, weights) if return_weights else fused
