@@ -257,7 +257,6 @@ def largest_first(pairs: list) -> list:
 
 def _pairs(fuser, args, jobs: int) -> int:
     from mfif.imageio import find_pairs
-    from runtime import Fuser
 
     pairs = find_pairs(args.inputs[0])
     if jobs > 1:
@@ -268,13 +267,14 @@ def _pairs(fuser, args, jobs: int) -> int:
     if out_dir.suffix.lower() in VIDEO_CODECS or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"with a folder of pairs, -o names a folder; {out_dir} is not one")
     weights_dir = _weights_path(args)
-    # One Fuser per worker thread (a Fuser serves one thread); the first worker takes ``fuser``.
+    # One Fuser per worker thread (a Fuser serves one thread), all on the one loaded model; the first
+    # worker takes ``fuser``.
     spare, local, lock = [fuser], threading.local(), threading.Lock()
 
     def process(pair) -> None:
         if not hasattr(local, "fuser"):
             with lock:
-                local.fuser = spare.pop() if spare else Fuser(args.model, args.backend, device=args.device, threads=1)
+                local.fuser = spare.pop() if spare else fuser.for_another_thread()
         weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
         fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path)
         _write_outputs(out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)

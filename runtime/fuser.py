@@ -9,6 +9,7 @@ crop, round and transpose back.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -161,7 +162,8 @@ class Fuser:
 
     Thread safety: one Fuser per thread. An instance reuses its buffers across calls, so it must
     not be used by two threads at once (that raises ConfigError); separate instances in separate
-    threads are independent.
+    threads are independent. :meth:`for_another_thread` makes the one for the next thread without
+    loading the model again (ONNX Runtime).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
@@ -169,12 +171,30 @@ class Fuser:
                  stats_window: int = 100, **backend_options) -> None:
         self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads,
                                        **backend_options)
+        self._arguments = (model, backend, dict(device=device, providers=providers, threads=threads,
+                                                stats_window=stats_window, **backend_options))
         self.info: ModelInfo = self._backend.info
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
         self.smoothing = smoothing
         self._times = np.zeros((max(1, int(stats_window)), len(STAGES) + 1))
         self._frames = 0
+
+    def for_another_thread(self) -> "Fuser":
+        """A Fuser for another thread, on the same model with the same options: it shares the loaded
+        model where the backend can (ONNX Runtime: one session, no second load) and has buffers,
+        statistics and smoothing of its own."""
+        model, backend, options = self._arguments
+        twin = self._backend.for_another_thread()
+        if twin is None:
+            return Fuser(model, backend, smoothing=self.smoothing, **options)
+        fuser = copy.copy(self)
+        fuser._backend = twin
+        fuser._plan = None
+        fuser._lock = threading.Lock()
+        fuser._times = np.zeros_like(self._times)
+        fuser._frames = 0
+        return fuser
 
     # ---- what runs -------------------------------------------------------------------------
     @property

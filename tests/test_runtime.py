@@ -336,14 +336,20 @@ def test_provider_check_warns_when_an_automatic_cuda_choice_fell_back():
 
 # ---- threads, backends, footprint ------------------------------------------------------------
 
-def test_two_fusers_in_two_threads(scale4):
+@pytest.mark.parametrize("shared", [False, True], ids=["own model each", "one shared session"])
+def test_two_fusers_in_two_threads(scale4, shared):
     rng = np.random.default_rng(4)
     inputs = [[rng.integers(0, 256, (40 + 8 * i, 56, 3), dtype=np.uint8) for _ in range(2)] for i in range(2)]
     expected = [Fuser(scale4)(*pair) for pair in inputs]
     results: dict[int, list] = {0: [], 1: []}
+    first = Fuser(scale4, threads=1)
+    twins = [first, first.for_another_thread()] if shared else [Fuser(scale4), Fuser(scale4)]
+    if shared:
+        assert twins[1]._backend.session is first._backend.session and twins[1].info == first.info
+        assert twins[1].device == first.device == "CPUExecutionProvider (1 threads)"
 
     def work(index: int) -> None:
-        own = Fuser(scale4)
+        own = twins[index]
         for _ in range(5):
             results[index].append(own(*inputs[index]))
 
@@ -357,6 +363,7 @@ def test_two_fusers_in_two_threads(scale4):
         assert len(results[index]) == 5
         for result in results[index]:
             np.testing.assert_array_equal(result, expected[index])
+        assert twins[index].stats.frames == 5  # statistics of its own
 
 
 def test_one_fuser_used_by_two_threads_at_once_is_refused(fuser):
@@ -398,6 +405,10 @@ def test_torch_backend_runs_a_checkpoint_like_the_onnx_model(tmp_path):
     onnx_fused, onnx_weights = Fuser(onnx_path)(a, b, return_weights=True)
     assert np.abs(fused.astype(int) - onnx_fused).max() <= 1
     np.testing.assert_allclose(weights, onnx_weights, atol=1e-4)
+    # The torch backend does not share its model between threads: another Fuser loads it again.
+    twin = with_torch.for_another_thread()
+    assert twin._backend is not with_torch._backend and twin.backend_name == "torch"
+    np.testing.assert_array_equal(twin(a, b), fused)
     with pytest.raises(ConfigError, match=r"backend 'torch' does not take the options \['providers'\]"):
         Fuser(checkpoint, providers=["CPUExecutionProvider"])
     if not torch.cuda.is_available():

@@ -33,5 +33,10 @@ class Backend(ABC):
     def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         ...
 
+    def for_another_thread(self) -> "Backend | None":
+        """A backend on the same loaded model with buffers of its own, for another thread; None when
+        this backend cannot share its model (the caller then loads the model again)."""
+        return None
+
     def close(self) -> None:
         """Release device resources; the default has none."""

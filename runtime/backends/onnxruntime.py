@@ -10,6 +10,7 @@ RuntimeWarning, and ``device`` always names what runs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -185,6 +186,14 @@ class OnnxRuntimeBackend(Backend):
         if isinstance(channels, int) and info.channels != channels:
             fixed["channels"] = channels
         return dataclasses.replace(info, **fixed) if fixed else info
+
+    def for_another_thread(self) -> "OnnxRuntimeBackend":
+        """The same session (ONNX Runtime takes concurrent runs on one session; no second load and
+        graph optimization, one memory arena) with a binding and output buffers of its own."""
+        twin = copy.copy(self)
+        twin.last_timings = {}
+        twin._binding = twin._key = None
+        return twin
 
     def _bind(self, sources: np.ndarray, want_weights: bool) -> None:
         """(Re)bind inputs and outputs; done only when the shape, buffer or wanted outputs change."""
