@@ -95,3 +95,37 @@ def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
     assert result["memory"]["end_mb"] > 0 and "growth" in result["memory"]
     assert result["fuse_ms_first_block"]["count"] == 20 == result["fuse_ms_last_block"]["count"]
     assert "dropped 0" in capsys.readouterr().out
+
+
+def test_versus_enfuse_times_both_sides_on_a_small_folder(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    from benchmarks.versus_enfuse import main as versus_main
+    from evaluation.enfuse import available
+    from mfif.imageio import write_image
+    from runtime.cli import demo_pair
+
+    if not available():
+        pytest.skip("enfuse is not installed (apt-get install enfuse)")
+    for name, (height, width) in (("one", (48, 64)), ("two", (40, 56))):
+        a, b, _ = demo_pair(height, width, seed=len(name))
+        write_image(tmp_path / "pairs" / f"{name}_A.png", a)
+        write_image(tmp_path / "pairs" / f"{name}_B.png", b)
+    out = tmp_path / "versus.json"
+    assert versus_main([str(tmp_path / "pairs"), "--repeat", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["pairs"] == 2 and result["repeat"] == 2
+    assert len(result["mfif_runs"]) == 2 == len(result["enfuse_runs"])
+    assert result["mfif_seconds"] == float(np.median(result["mfif_runs"])) > 0
+    assert result["ratio"] == pytest.approx(result["mfif_seconds"] / result["enfuse_seconds"])
+    assert "median of 2 runs each" in capsys.readouterr().out
+
+
+def test_versus_enfuse_rejects_bad_options(tmp_path):
+    from benchmarks.versus_enfuse import main as versus_main
+    from mfif.errors import DataError
+
+    with pytest.raises(SystemExit):
+        versus_main([str(tmp_path), "--repeat", "0"])
+    with pytest.raises(DataError):
+        versus_main([str(tmp_path / "missing"), "--repeat", "1"])
