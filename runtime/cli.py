@@ -181,9 +181,13 @@ def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, we
         _save_weights(weights_out, weights)
 
 
-def _fuse_files(fuser, paths: list[Path], output: Path, weights_out: Path | None) -> None:
+def _fuse_files(fuser, paths: list[Path], args) -> Path:
+    """Fuse the images at ``paths`` into the one image -o names (and its weight map); returns -o."""
+    output = _require_output(args, "the fused image")
+    weights_out = _weights_path(args)
     fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out)
     _write_outputs(output, fused, weights_out, weights)
+    return output
 
 
 def _weights_path(args) -> Path | None:
@@ -193,8 +197,7 @@ def _weights_path(args) -> Path | None:
 def _images(fuser, paths: list[Path], args) -> int:
     if len(paths) < 2:
         raise ConfigError(f"fusing images needs at least two of them; got {len(paths)} ({paths[0]} is not a folder of pairs)")
-    output = _require_output(args, "the fused image")
-    _fuse_files(fuser, paths, output, _weights_path(args))
+    output = _fuse_files(fuser, paths, args)
     print(f"wrote {output} ({fuser.stats.last_ms['total']:.1f} ms)")
     return 0
 
@@ -208,8 +211,7 @@ def _stack(fuser, args) -> int:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(paths) < 2:
         raise DataError(f"a stack needs at least 2 images; {folder} has {len(paths)}")
-    output = _require_output(args, "the fused image")
-    _fuse_files(fuser, paths, output, _weights_path(args))
+    output = _fuse_files(fuser, paths, args)
     print(f"fused {len(paths)} images of {folder} into {output} ({fuser.stats.last_ms['total']:.1f} ms)")
     return 0
 
@@ -234,12 +236,12 @@ class _Progress:
     which is a tenth of a short run's start-up)."""
 
     def __init__(self, iterable, **options):
+        self.iterable = iterable
         self.bar = require("tqdm", extra="cpu", purpose="progress bars").tqdm(iterable, **options) \
             if sys.stderr.isatty() else None
-        self.iterable = iterable if self.bar is None else self.bar
 
     def __iter__(self):
-        return iter(self.iterable)
+        return iter(self.iterable if self.bar is None else self.bar)
 
     def note(self, message: str) -> None:
         """Print a message to stderr without breaking the bar."""

@@ -515,17 +515,22 @@ def test_build_and_run_engine(tmp_path, precision):
         backend.close()
 
 
+def build_mean_engine(folder):
+    """An engine of the mean-over-sources ONNX file, for 32x32 to 128x128 frames."""
+    from export.tensorrt_builder import BuildSettings, build_engine
+
+    settings = BuildSettings(profiles=[Profile((32, 32), (64, 64), (128, 128))], timing_cache=None)
+    return build_engine(make_onnx(folder / "mean.onnx"), folder / "mean.engine", settings,
+                        log=lambda *_: None).engine_path
+
+
 @pytest.mark.tensorrt
 def test_zero_copy_input_from_device_memory(tmp_path):
     needs_tensorrt_and_gpu()
-    from export.tensorrt_builder import BuildSettings, build_engine
     from runtime import cuda_buffers as cb
     from runtime.backends.tensorrt import TensorRTBackend
 
-    onnx_file = make_onnx(tmp_path / "mean.onnx")
-    settings = BuildSettings(profiles=[Profile((32, 32), (64, 64), (128, 128))], timing_cache=None)
-    build_engine(onnx_file, tmp_path / "mean.engine", settings, log=lambda *_: None)
-    backend = TensorRTBackend(tmp_path / "mean.engine")
+    backend = TensorRTBackend(build_mean_engine(tmp_path))
     sources = np.random.default_rng(1).random((1, 2, 3, 64, 64), dtype=np.float32)
     host = cb.PinnedBuffer(sources.size, np.float32)
     device = cb.DeviceBuffer(sources.nbytes)
@@ -549,12 +554,9 @@ def test_zero_copy_input_from_device_memory(tmp_path):
 @pytest.mark.tensorrt
 def test_engine_from_another_tensorrt_version_is_refused(tmp_path):
     needs_tensorrt_and_gpu()
-    from export.tensorrt_builder import BuildSettings, build_engine
     from runtime.backends.tensorrt import TensorRTBackend
 
-    onnx_file = make_onnx(tmp_path / "mean.onnx")
-    settings = BuildSettings(profiles=[Profile((32, 32), (64, 64), (128, 128))], timing_cache=None)
-    path = build_engine(onnx_file, tmp_path / "mean.engine", settings, log=lambda *_: None).engine_path
+    path = build_mean_engine(tmp_path)
     data = json.loads(record_path(path).read_text())
     data["key"]["tensorrt_version"] = "9.0.0"
     record_path(path).write_text(json.dumps(data))
