@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import (arithmetic_floor_ms, latency_summary, machine_description, measure_cpu_rate,
+from mfif.benchmarks.report import (arithmetic_floor_ms, latency_summary, machine_description, measure_cpu_rate,
                                stability_warning, write_json)
 from mfif.errors import ConfigError
 
@@ -71,7 +71,7 @@ def time_calls(call, warmup: int, iterations: int | None, duration: float) -> li
 def model_macs_per_pixel(info) -> float | None:
     """MACs per output pixel from the model's definition (needs torch); None without it."""
     try:
-        from train.models import build_model, macs_per_pixel
+        from mfif.train.models import build_model, macs_per_pixel
     except ImportError:
         return None
     model = build_model(info.model, **info.config)
@@ -79,7 +79,7 @@ def model_macs_per_pixel(info) -> float | None:
 
 
 def bench_model(model: str | None, backend: str, device: str | None, resolutions, args, cpu_rate: float) -> list[dict]:
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     fuser = Fuser(model=model, backend=backend, device=device, threads=args.threads)
     macs = model_macs_per_pixel(fuser.info)
@@ -111,7 +111,7 @@ def bench_model(model: str | None, backend: str, device: str | None, resolutions
 
 
 def bench_baseline(name: str, resolutions, args) -> list[dict]:
-    from evaluation.methods import get_method
+    from mfif.evaluation.methods import get_method
 
     method = get_method(name)
     rows = []
@@ -130,7 +130,7 @@ def bench_baseline(name: str, resolutions, args) -> list[dict]:
 def bench_stream(model: str | None, backend: str, device: str | None, height: int, width: int, frames: int, args) -> dict:
     """End-to-end rate of the streaming pipeline (decode, fuse, hand out) on a generated video pair."""
     import cv2
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     pair = synthetic_pair(height, width)
     with tempfile.TemporaryDirectory() as folder:

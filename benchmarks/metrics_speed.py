@@ -8,7 +8,7 @@ fused image of a pair. Caches that depend only on the image size (filter banks) 
 The pair is a source pair and its CNN fused result from the shared metric reference set, resized
 to the requested size; without the shared data a synthetic multi-focus pair is used.
 
-    python -m benchmarks.metrics_speed [--size 520] [--iterations 5] [--json bench/metrics_speed.json]
+    python -m mfif.benchmarks.metrics_speed [--size 520] [--iterations 5] [--json bench/metrics_speed.json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import latency_summary, machine_description, stability_warning, write_json
+from mfif.benchmarks.report import latency_summary, machine_description, stability_warning, write_json
 from mfif.paths import shared_data_dir
 
 REFERENCE_PAIR = ("g_01", "cnn")
@@ -68,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.metrics import REFERENCE_METRICS, get_metric
-    from evaluation.metrics.common import prepare_inputs
-    from evaluation.metrics.phase import clear_feature_cache
+    from mfif.evaluation.metrics import REFERENCE_METRICS, get_metric
+    from mfif.evaluation.metrics.common import prepare_inputs
+    from mfif.evaluation.metrics.phase import clear_feature_cache
     from mfif.errors import ConfigError
 
     if args.size < 11 or args.iterations < 1:

@@ -241,7 +241,7 @@ def find_results(folder: str | Path, items: list[Item], prefix: str = "",
 def resolve_metrics(names: list[str]) -> tuple[list[str], dict[str, str]]:
     """Split the asked metrics into those that can run and those whose module is missing
     (name -> reason). An unknown name is a ConfigError."""
-    from evaluation.metrics import IMAGE_METRICS, SOURCE_METRICS, TRUTH_METRICS, get_metric
+    from mfif.evaluation.metrics import IMAGE_METRICS, SOURCE_METRICS, TRUTH_METRICS, get_metric
 
     known = [*SOURCE_METRICS, *TRUTH_METRICS, *IMAGE_METRICS, *PIELLA_METRICS]
     ready, missing = [], {}
@@ -264,8 +264,8 @@ def score(frames: list[np.ndarray], fused: np.ndarray, truth: np.ndarray | None,
           metrics: list[str]) -> dict[str, float]:
     """The metrics of one fused image (first two frames as the sources). Ground-truth metrics
     are skipped without truth. A value that is not finite raises InputError."""
-    from evaluation import piella
-    from evaluation.metrics import compute_metrics, reference_grey
+    from mfif.evaluation import piella
+    from mfif.evaluation.metrics import compute_metrics, reference_grey
 
     a, b = frames[0], frames[1]
     if fused.shape[:2] != a.shape[:2]:
@@ -355,7 +355,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _best(entries: list[dict], metric: str):
-    from evaluation.metrics import LOWER_IS_BETTER
+    from mfif.evaluation.metrics import LOWER_IS_BETTER
 
     values = [e[metric] for e in entries if e.get(metric) is not None]
     if metric in UNRANKED or len(values) < 2:
@@ -380,7 +380,7 @@ def markdown_table(entries: list[dict], columns: list[str], headers: list[str] |
 
 
 def metric_header(metric: str) -> str:
-    from evaluation.metrics import LOWER_IS_BETTER
+    from mfif.evaluation.metrics import LOWER_IS_BETTER
 
     return metric + (" (lower better)" if metric in LOWER_IS_BETTER else "")
 
@@ -433,7 +433,7 @@ def evaluate(items: list[Item], methods: list, out: str | Path, metrics: list[st
              grid_names: list[str] | None = None, save_fused: bool = False, progress: bool = True) -> Report:
     """Score ``methods`` (:class:`evaluation.methods.Method`) and ``results`` over ``items`` and
     write the tables and grids into ``out``."""
-    from evaluation.metrics import REFERENCE_METRICS
+    from mfif.evaluation.metrics import REFERENCE_METRICS
     from mfif.imageio import write_image
 
     if not items:
@@ -702,7 +702,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation import methods as registry
+    from mfif.evaluation import methods as registry
 
     if args.list_methods:
         for name, text in registry.DESCRIPTIONS.items():

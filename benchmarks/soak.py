@@ -3,7 +3,7 @@
 source dropped frames (it never may), and whether latency stayed stable from the first to the last
 thousand frames. Writes the figures as JSON.
 
-    python -m benchmarks.soak --frames 10000
+    python -m mfif.benchmarks.soak --frames 10000
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import latency_summary, machine_description, write_json
+from mfif.benchmarks.report import latency_summary, machine_description, write_json
 
 MEMORY_GROWTH_LIMIT = 0.05   # resident memory after warm-up may grow less than 5%
 P99_DRIFT_LIMIT = 0.25       # the last thousand frames' p99 within 25% of the first thousand's
@@ -57,7 +57,7 @@ def write_videos(folder: Path, frames: int, height: int, width: int) -> tuple[st
 
 
 def soak(frames: int, height: int, width: int, warmup: int, model: str | None, threads: int | None) -> dict:
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     with tempfile.TemporaryDirectory() as folder:
         print(f"writing a {frames}-frame {width}x{height} video pair ...", flush=True)

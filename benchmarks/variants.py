@@ -3,7 +3,7 @@ resolution the focus scores are computed at changes): for each scale, the MACs p
 fused frames per second through ``runtime.Fuser`` (ONNX Runtime, CPU) at 640x480 and 1920x1080,
 and Qabf on real pairs next to enfuse's. Prints a Markdown table and writes JSON.
 
-    python -m benchmarks.variants train/weights/focusmap.safetensors --scales 1,2,3,4
+    python -m mfif.benchmarks.variants train/weights/focusmap.safetensors --scales 1,2,3,4
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.latency import synthetic_pair, time_calls
-from benchmarks.report import latency_summary, machine_description, write_json
+from mfif.benchmarks.latency import synthetic_pair, time_calls
+from mfif.benchmarks.report import latency_summary, machine_description, write_json
 from mfif.errors import DataError
 from mfif.paths import shared_data_dir
 
@@ -32,8 +32,8 @@ def load_pairs(folders: list[Path]):
 
 
 def qabf_per_set(fuse, pairs) -> dict[str, float]:
-    from evaluation.metrics import reference_grey
-    from evaluation.metrics.gradient import qabf
+    from mfif.evaluation.metrics import reference_grey
+    from mfif.evaluation.metrics.gradient import qabf
 
     scores: dict[str, list[float]] = {}
     for set_name, _, a, b in pairs:
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/variants.json"))
     args = parser.parse_args(argv)
 
-    from export.onnx_export import export_onnx, load_model
-    from runtime import Fuser
-    from train.checkpoint import load_checkpoint
-    from train.models import macs_per_pixel
+    from mfif.export.onnx_export import export_onnx, load_model
+    from mfif.runtime import Fuser
+    from mfif.train.checkpoint import load_checkpoint
+    from mfif.train.models import macs_per_pixel
 
     folders = args.pairs
     if not folders:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{row['variant']}: {row['fps_640x480']:.1f} / {row['fps_1920x1080']:.2f} fps, Qabf {row['qabf']['all']:.4f}", flush=True)
     if not args.no_enfuse:
-        from evaluation import enfuse
+        from mfif.evaluation import enfuse
 
         if enfuse.available():
             frames = synthetic_pair(480, 640)

@@ -3,7 +3,7 @@ once per pair (as a user runs it), both writing LZW TIFF files. The speed goal: 
 less than half of enfuse's time on ``pairs/mfifb_mffw``. Each side runs ``--repeat`` times
 (alternating, so drifts in the machine's speed hit both) and the medians are compared.
 
-    python -m benchmarks.versus_enfuse [/path/to/pairs] [--repeat 5]
+    python -m mfif.benchmarks.versus_enfuse [/path/to/pairs] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.report import machine_description, write_json
+from mfif.benchmarks.report import machine_description, write_json
 from mfif.errors import DataError
 from mfif.imageio import find_pairs
 from mfif.paths import shared_data_dir
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError("no pair folder given and no shared data found")
         folder = root / "pairs" / "mfifb_mffw"
     pairs = find_pairs(folder)
-    from evaluation.enfuse import FOCUS_STACK_ARGS, find_enfuse
+    from mfif.evaluation.enfuse import FOCUS_STACK_ARGS, find_enfuse
 
     enfuse = find_enfuse()
     mfif = [sys.executable, "-m", "mfif.cli", "fuse", str(folder)] + (["--model", args.model] if args.model else [])

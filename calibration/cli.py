@@ -40,11 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from calibration.data import calibration_frames, crops, load_samples, split_holdout
-    from calibration.quantize import quantizable_nodes, quantize_int8
-    from calibration.report import accuracy_report, format_table, write_report
-    from calibration.sensitivity import layer_sensitivity
-    from export.onnx_export import load_onnx, read_info
+    from mfif.calibration.data import calibration_frames, crops, load_samples, split_holdout
+    from mfif.calibration.quantize import quantizable_nodes, quantize_int8
+    from mfif.calibration.report import accuracy_report, format_table, write_report
+    from mfif.calibration.sensitivity import layer_sensitivity
+    from mfif.export.onnx_export import load_onnx, read_info
     from mfif.errors import ConfigError, ModelFileError
 
     info = read_info(args.model)

@@ -19,7 +19,7 @@ import numpy as np
 from mfif.errors import ConfigError, DataError
 from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_image
 from mfif.lazy import require
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 MIN_SAMPLES = 4                 # fewer distinct scenes than this make a poor calibration set
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.data import FrameReader
-from export.onnx_export import finalize, load_onnx, read_info, save_onnx
+from mfif.calibration.data import FrameReader
+from mfif.export.onnx_export import finalize, load_onnx, read_info, save_onnx
 from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
 from mfif.lazy import require
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose")
 METHODS = ("minmax", "entropy", "percentile")

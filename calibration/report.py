@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.data import Sample, to_input
-from export.onnx_export import ort_session, output_psnr, read_info
+from mfif.calibration.data import Sample, to_input
+from mfif.export.onnx_export import ort_session, output_psnr, read_info
 from mfif.errors import BackendUnavailableError
 
 GOAL_PSNR_DB = 40.0
@@ -18,7 +18,7 @@ GOAL_DELTA_QABF = 0.005
 
 def _qabf():
     try:
-        from evaluation.metrics import get_metric, reference_grey
+        from mfif.evaluation.metrics import get_metric, reference_grey
 
         return get_metric("QG"), reference_grey
     except ImportError as exc:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.quantize import DEFAULT_PERCENTILE, quantizable_nodes, quantize_int8
-from export.onnx_export import load_onnx, ort_session, output_psnr, read_info
+from mfif.calibration.quantize import DEFAULT_PERCENTILE, quantizable_nodes, quantize_int8
+from mfif.export.onnx_export import load_onnx, ort_session, output_psnr, read_info
 
 
 def layer_sensitivity(fp32: str | Path, cache: str | Path, inputs: list[np.ndarray], *, method: str = "minmax",

@@ -66,7 +66,7 @@ def fuse(frames: Sequence[np.ndarray]) -> np.ndarray:
     """Fuse numpy frames (the baselines' convention: grey or BGR, uint8 or float in [0, 1], one
     shape, at least 5x5 pixels); returns the shape and dtype of the frames. Float frames travel
     as 16-bit images."""
-    from evaluation.baselines import as_stack
+    from mfif.evaluation.baselines import as_stack
 
     cv2 = require("cv2", extra="eval", purpose="passing frames to enfuse")
 

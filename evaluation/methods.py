@@ -44,14 +44,14 @@ class Method:
 
 def default_method_names() -> list[str]:
     """The baselines, plus enfuse where it is installed."""
-    from evaluation import enfuse
+    from mfif.evaluation import enfuse
 
     return [*BASELINE_NAMES, *(["enfuse"] if enfuse.available() else [])]
 
 
 def _runtime_method(name: str, label: str, model: str | None, description: str) -> Method:
     try:
-        from runtime import Fuser
+        from mfif.runtime import Fuser
     except ImportError as exc:
         from mfif.errors import BackendUnavailableError
 
@@ -69,11 +69,11 @@ def get_method(name: str) -> Method:
     """The method called ``name`` (see the module help); a model is loaded here, once."""
     name = name.strip()
     if name in BASELINE_NAMES:
-        from evaluation import baselines
+        from mfif.evaluation import baselines
 
         return Method(name, name, baselines.BASELINES[name], DESCRIPTIONS[name])
     if name == "enfuse":
-        from evaluation import enfuse
+        from mfif.evaluation import enfuse
 
         enfuse.find_enfuse()  # fail now, not on the first pair
         return Method(name, name, enfuse.fuse, DESCRIPTIONS[name])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics.common import box_mean_valid, validate
+from mfif.evaluation.metrics.common import box_mean_valid, validate
 
 WINDOW = 8
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from mfif.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from runtime.engine_cache import DEFAULT_MAX_HW, DEFAULT_MIN_HW, DEFAULT_OPT_HW
+    from mfif.runtime.engine_cache import DEFAULT_MAX_HW, DEFAULT_MIN_HW, DEFAULT_OPT_HW
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (
@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace):
     """The ONNX facts and build settings from the parsed arguments; every value checked before
     TensorRT is imported."""
-    from export.tensorrt_builder import BuildSettings, check_profiles_fit, default_sizes, read_onnx
-    from runtime.engine_cache import make_profiles
+    from mfif.export.tensorrt_builder import BuildSettings, check_profiles_fit, default_sizes, read_onnx
+    from mfif.runtime.engine_cache import make_profiles
 
     facts = read_onnx(args.onnx)
     info = facts.info
@@ -93,9 +93,9 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import tensorrt_builder as tb
-    from runtime import cuda_buffers as cb
-    from runtime.backends.tensorrt import import_tensorrt
+    from mfif.export import tensorrt_builder as tb
+    from mfif.runtime import cuda_buffers as cb
+    from mfif.runtime.backends.tensorrt import import_tensorrt
 
     facts, settings = settings_from_args(args)
     output = args.output or facts.path.with_suffix(".engine")

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.fp16 import convert_fp16
-    from export.onnx_export import export_onnx
+    from mfif.export.fp16 import convert_fp16
+    from mfif.export.onnx_export import export_onnx
 
     if bool(args.source) == bool(args.random):
         raise ConfigError("give either a checkpoint (or FP32 .onnx) to export or --random MODEL, not both or neither")
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     source = _random_model(args.random) if args.random else args.source
     overrides = parse_overrides(args.overrides)
     if overrides:
-        from export.onnx_export import load_model
+        from mfif.export.onnx_export import load_model
 
         source = load_model(source, overrides)[0] if args.random else _checkpoint_with(source, overrides)
     info = export_onnx(source, args.output, opset=args.opset, simplify=not args.no_simplify,
@@ -90,22 +90,22 @@ def _checkpoint_with(path, overrides: dict):
     """The checkpoint at ``path`` with its model rebuilt under ``overrides`` (hash kept)."""
     from dataclasses import replace
 
-    from export.onnx_export import load_model
-    from train.checkpoint import load_checkpoint
+    from mfif.export.onnx_export import load_model
+    from mfif.train.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     return replace(checkpoint, model=load_model(checkpoint, overrides)[0])
 
 
 def _random_model(name: str):
-    from train.models import build_model
+    from mfif.train.models import build_model
 
     print(f"note: {name} with random weights (untrained): for trying the tool chain, not for use")
     return build_model(name)
 
 
 def _print_parity(path: Path, source, info) -> None:
-    from export.onnx_export import parity
+    from mfif.export.onnx_export import parity
 
     m = info.size_multiple
     size = (max(m, 97 // m * m), max(m, 131 // m * m))
@@ -118,7 +118,7 @@ def _print_parity(path: Path, source, info) -> None:
 
 
 def _print_fp16_check(fp32: Path, fp16: Path) -> None:
-    from export.onnx_export import ort_session, output_psnr, random_sources, read_info
+    from mfif.export.onnx_export import ort_session, output_psnr, random_sources, read_info
 
     info = read_info(fp32)
     m = info.size_multiple

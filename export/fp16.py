@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export.onnx_export import finalize, load_onnx, make_node_names_unique, read_info, save_onnx
+from mfif.export.onnx_export import finalize, load_onnx, make_node_names_unique, read_info, save_onnx
 from mfif.errors import ModelFileError
 from mfif.lazy import require
 
 if TYPE_CHECKING:
     import onnx
 
-    from runtime.model_info import ModelInfo
+    from mfif.runtime.model_info import ModelInfo
 
 # Inputs that keep their own type whatever the node's precision (Resize: roi and scales).
 FIXED_FLOAT_INPUTS = {"Resize": (1, 2)}

@@ -24,7 +24,7 @@ import numpy as np
 import mfif
 from mfif.errors import ConfigError, InputError, ModelFileError
 from mfif.lazy import require
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 if TYPE_CHECKING:
     import onnx
@@ -56,7 +56,7 @@ def load_model(source, overrides: dict | None = None) -> tuple["nn.Module", str,
     model, sha256, metadata = _load_model(source)
     if not overrides:
         return model, sha256, metadata
-    from train.models import build_model
+    from mfif.train.models import build_model
 
     config = {**model.config, **overrides}
     unknown = sorted(set(overrides) - set(model.config))
@@ -73,7 +73,7 @@ def load_model(source, overrides: dict | None = None) -> tuple["nn.Module", str,
 
 def _load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
     torch = _torch()
-    from train.checkpoint import Checkpoint, load_checkpoint
+    from mfif.train.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(source, (str, Path)):
         source = load_checkpoint(source)

@@ -24,9 +24,9 @@ from pathlib import Path
 from mfif.errors import ConfigError, MfifError, ModelFileError
 from mfif.hashing import sha256_file
 from mfif.lazy import require
-from runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
+from mfif.runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
                                   read_record, record_path, sha256_bytes, write_atomic, write_engine)
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")
 HARDWARE_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
@@ -268,8 +268,8 @@ def parse_errors(parser) -> list[str]:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: BuildSettings, force: bool = False,
                  progress: BuildProgress | None = None, log=print) -> BuildResult:
     """Build ``engine_path`` from ``onnx_path`` unless an intact engine with the same key is there."""
-    from runtime.backends.tensorrt import import_tensorrt, make_logger
-    from runtime import cuda_buffers as cb
+    from mfif.runtime.backends.tensorrt import import_tensorrt, make_logger
+    from mfif.runtime import cuda_buffers as cb
 
     settings.validate()
     facts = read_onnx(onnx_path)

@@ -14,13 +14,13 @@ from mfif.errors import MfifError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fuse": ("runtime.cli", "fuse images, folders of pairs, stacks or videos with a model"),
-    "train": ("train.cli", "train a fusion net (xu2018, mustafa2019, focusmap)"),
-    "export": ("export.cli", "export a checkpoint to ONNX (FP32 or FP16), dynamic height and width"),
-    "calibrate": ("calibration.cli", "make a calibrated INT8 (Q/DQ) ONNX and its accuracy report"),
-    "build": ("export.build_cli", "build a TensorRT engine from an ONNX file"),
-    "evaluate": ("benchmarks.quality", "score methods with the fusion metrics over pairs"),
-    "bench": ("benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
+    "fuse": ("mfif.runtime.cli", "fuse images, folders of pairs, stacks or videos with a model"),
+    "train": ("mfif.train.cli", "train a fusion net (xu2018, mustafa2019, focusmap)"),
+    "export": ("mfif.export.cli", "export a checkpoint to ONNX (FP32 or FP16), dynamic height and width"),
+    "calibrate": ("mfif.calibration.cli", "make a calibrated INT8 (Q/DQ) ONNX and its accuracy report"),
+    "build": ("mfif.export.build_cli", "build a TensorRT engine from an ONNX file"),
+    "evaluate": ("mfif.benchmarks.quality", "score methods with the fusion metrics over pairs"),
+    "bench": ("mfif.benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
 }
 
 

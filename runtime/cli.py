@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if len(modes) != 1:
         raise ConfigError("give one of: images (A B ...), a folder of pairs, --stack DIR, --video SRC [SRC], or --demo DIR"
                           + (f"; got {' and '.join(modes)}" if modes else ""))
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     folder_of_pairs = not args.video and not args.stack and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()
     jobs = pair_jobs(args) if folder_of_pairs else 1
@@ -226,7 +226,7 @@ def pair_jobs(args) -> int:
         return args.jobs
     if args.threads is not None or args.backend in ("torch", "tensorrt") or (args.device or "").startswith("cuda"):
         return 1
-    from runtime.backends.onnxruntime import physical_cores
+    from mfif.runtime.backends.onnxruntime import physical_cores
 
     return physical_cores()
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfif.errors import ConfigError, InputError, ModelFileError
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 RECORD_FORMAT = "mfif-engine/1"
 RECORD_SUFFIX = ".json"

@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from mfif.errors import ConfigError, InputError
-from runtime.backends import InferenceError, create_backend
-from runtime.model_info import ModelInfo
+from mfif.runtime.backends import InferenceError, create_backend
+from mfif.runtime.model_info import ModelInfo
 
 STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
 LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
@@ -409,7 +409,7 @@ class Fuser:
     def stream(self, source_a, source_b=None, **options):
         """Fused frames from two synchronized sources, or from one focus-bracketing source whose
         consecutive frames alternate focus. See :class:`runtime.stream.Stream` for the options."""
-        from runtime.stream import Stream
+        from mfif.runtime.stream import Stream
 
         return Stream(self, source_a, source_b, **options)
 

@@ -14,7 +14,7 @@ def gpu_missing_reason() -> str | None:
     """None when a CUDA GPU is usable, else why not."""
     if not HAVE_CUDA_PYTHON:
         return "cuda-python is not installed"
-    from runtime.cuda_buffers import gpu_info
+    from mfif.runtime.cuda_buffers import gpu_info
 
     try:
         gpu_info(0)

@@ -20,7 +20,7 @@ def export_onnx(model, path: str | Path, channels: int | None = None, note: str 
     ``sources`` (1, K, C, H, W) with dynamic H and W (and K, C where the net takes any; ``channels``
     fixes C), outputs ``fused`` (+ ``weights``), opset 17, ModelInfo metadata. ``note`` adds an
     ``mfif.note`` metadata entry."""
-    from export.onnx_export import export_onnx as export
+    from mfif.export.onnx_export import export_onnx as export
 
     path = Path(path)
     export(model, path, channels=channels)
@@ -39,7 +39,7 @@ def exported(name: str, seed: int = 0, **config) -> Path:
     if key not in _CACHE:
         import torch
 
-        from train.models import build_model
+        from mfif.train.models import build_model
 
         torch.manual_seed(seed)
         model = build_model(name, **config)
@@ -85,7 +85,7 @@ def focus_measure_onnx() -> Path:
 
 def demo_frames(height: int = 120, width: int = 160, colour: bool = True, seed: int = 0):
     """A synthetic multi-focus pair (A sharp on the left, B on the right) and its sharp scene."""
-    from runtime.cli import demo_pair
+    from mfif.runtime.cli import demo_pair
 
     return demo_pair(height, width, seed=seed, colour=colour)
 

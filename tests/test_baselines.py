@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks.quality import synthetic_pair
-from evaluation import baselines, enfuse
-from evaluation.methods import BASELINE_NAMES, get_method, get_methods
+from mfif.benchmarks.quality import synthetic_pair
+from mfif.evaluation import baselines, enfuse
+from mfif.evaluation.methods import BASELINE_NAMES, get_method, get_methods
 from mfif.errors import BackendUnavailableError, ConfigError, DataError, InputError, ModelFileError
 from mfif.paths import shared_data_dir
 
@@ -210,7 +210,7 @@ def _average_onnx(path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from runtime.model_info import ModelInfo
+    from mfif.runtime.model_info import ModelInfo
 
     node = helper.make_node("ReduceMean", ["sources", "axes"], ["fused"], keepdims=0)
     graph = helper.make_graph(

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.latency import main as latency_main
-from benchmarks.latency import parse_resolution
-from benchmarks.report import arithmetic_floor_ms, latency_summary, stability_warning
+from mfif.benchmarks.latency import main as latency_main
+from mfif.benchmarks.latency import parse_resolution
+from mfif.benchmarks.report import arithmetic_floor_ms, latency_summary, stability_warning
 from mfif.errors import ConfigError
 
 
@@ -86,7 +86,7 @@ def test_latency_benchmark_rejects_bad_options(tmp_path):
 def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
-    from benchmarks.soak import main as soak_main
+    from mfif.benchmarks.soak import main as soak_main
 
     out = tmp_path / "soak.json"
     soak_main(["--frames", "40", "--warmup", "10", "--resolution", "96x64", "--json", str(out)])
@@ -100,10 +100,10 @@ def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
 def test_versus_enfuse_times_both_sides_on_a_small_folder(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
-    from benchmarks.versus_enfuse import main as versus_main
-    from evaluation.enfuse import available
+    from mfif.benchmarks.versus_enfuse import main as versus_main
+    from mfif.evaluation.enfuse import available
     from mfif.imageio import write_image
-    from runtime.cli import demo_pair
+    from mfif.runtime.cli import demo_pair
 
     if not available():
         pytest.skip("enfuse is not installed (apt-get install enfuse)")
@@ -122,7 +122,7 @@ def test_versus_enfuse_times_both_sides_on_a_small_folder(tmp_path, capsys):
 
 
 def test_versus_enfuse_rejects_bad_options(tmp_path):
-    from benchmarks.versus_enfuse import main as versus_main
+    from mfif.benchmarks.versus_enfuse import main as versus_main
     from mfif.errors import DataError
 
     with pytest.raises(SystemExit):

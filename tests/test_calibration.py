@@ -14,16 +14,16 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")
 
-from calibration.data import (MIN_SAMPLES, FrameReader, calibration_frames, load_samples,  # noqa: E402
+from mfif.calibration.data import (MIN_SAMPLES, FrameReader, calibration_frames, load_samples,  # noqa: E402
                               pair_samples, split_holdout, synthetic_samples, to_input, video_samples)
-from calibration.quantize import quantizable_nodes, quantize_int8  # noqa: E402
-from calibration.report import accuracy_report, summarize  # noqa: E402
-from calibration.sensitivity import layer_sensitivity  # noqa: E402
-from export.fp16 import convert_fp16  # noqa: E402
-from export.onnx_export import export_onnx, load_onnx, ort_session, output_psnr, read_info  # noqa: E402
+from mfif.calibration.quantize import quantizable_nodes, quantize_int8  # noqa: E402
+from mfif.calibration.report import accuracy_report, summarize  # noqa: E402
+from mfif.calibration.sensitivity import layer_sensitivity  # noqa: E402
+from mfif.export.fp16 import convert_fp16  # noqa: E402
+from mfif.export.onnx_export import export_onnx, load_onnx, ort_session, output_psnr, read_info  # noqa: E402
 from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
 from mfif.paths import REPO_ROOT, shared_data_dir  # noqa: E402
-from train.models import build_model  # noqa: E402
+from mfif.train.models import build_model  # noqa: E402
 
 TRAINED_FOCUSMAP = REPO_ROOT / "train" / "weights" / "focusmap.safetensors"
 
@@ -261,7 +261,7 @@ def test_goal_check_of_the_summary():
 
 
 def test_accuracy_report_on_held_out_samples(focusmap, quantized):
-    pytest.importorskip("evaluation.metrics.gradient")
+    pytest.importorskip("mfif.evaluation.metrics.gradient")
     held = synthetic_samples(2, size=(72, 90), seed=5)
     report = accuracy_report(focusmap, quantized[0], held)
     assert [row["pair"] for row in report["pairs"]] == ["synthetic000", "synthetic001"]
@@ -273,7 +273,7 @@ def test_accuracy_report_on_held_out_samples(focusmap, quantized):
 
 
 def test_calibrate_command(tmp_path, focusmap, capsys):
-    pytest.importorskip("evaluation.metrics.gradient")
+    pytest.importorskip("mfif.evaluation.metrics.gradient")
     from mfif.cli import main
 
     out = tmp_path / "fm_int8.onnx"
@@ -296,7 +296,7 @@ def test_calibrate_command(tmp_path, focusmap, capsys):
 def test_default_model_meets_the_int8_goal_on_real_pairs(tmp_path):
     """Goal for the shipped default model: mean PSNR >= 40 dB and |mean delta Qabf| <= 0.005 on
     held-out real pairs (calibration on other sets)."""
-    pytest.importorskip("evaluation.metrics.gradient")
+    pytest.importorskip("mfif.evaluation.metrics.gradient")
     data = shared_data_dir()
     if data is None:
         pytest.skip("shared data (real pairs) not found: set MFIF_DATA or place ../shared/data")

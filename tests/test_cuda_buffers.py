@@ -27,7 +27,7 @@ class FakeDeviceArray:
 
 @pytest.mark.skipif(GPU_REASON is None, reason="a GPU is usable here; this checks the error where there is none")
 def test_missing_gpu_or_package_is_a_clear_error():
-    from runtime.cuda_buffers import gpu_info
+    from mfif.runtime.cuda_buffers import gpu_info
 
     with pytest.raises(BackendUnavailableError) as info:
         gpu_info(0)
@@ -39,7 +39,7 @@ def test_missing_gpu_or_package_is_a_clear_error():
 
 
 def test_device_pointer_from_cuda_array_interface():
-    from runtime.cuda_buffers import DeviceView, device_pointer
+    from mfif.runtime.cuda_buffers import DeviceView, device_pointer
 
     array = FakeDeviceArray(shape=(1, 2, 3, 4, 5), typestr="<f4", data=(0xDEAD000, False), stream=1)
     assert device_pointer(array) == (0xDEAD000, (1, 2, 3, 4, 5), 1)
@@ -61,7 +61,7 @@ def test_device_pointer_from_cuda_array_interface():
     (np.zeros((2, 3), np.float32), None, "got ndarray"),
 ])
 def test_device_pointer_rejects_what_it_cannot_use(obj, shape, message):
-    from runtime.cuda_buffers import device_pointer
+    from mfif.runtime.cuda_buffers import device_pointer
 
     with pytest.raises(InputError, match=message):
         device_pointer(obj, shape)
@@ -72,7 +72,7 @@ def test_device_pointer_rejects_what_it_cannot_use(obj, shape, message):
 
 @needs_gpu
 def test_pinned_round_trip_of_a_frame_through_the_device():
-    from runtime import cuda_buffers as cb
+    from mfif.runtime import cuda_buffers as cb
 
     frame = np.random.default_rng(0).random((1, 2, 3, 480, 640), dtype=np.float32)
     host_in = cb.PinnedBuffer(frame.size, np.float32)
@@ -104,7 +104,7 @@ def test_pinned_round_trip_of_a_frame_through_the_device():
 
 @needs_gpu
 def test_cuda_error_paths_name_the_call():
-    from runtime import cuda_buffers as cb
+    from mfif.runtime import cuda_buffers as cb
 
     gpu = cb.gpu_info(0)
     assert gpu.name and gpu.compute_capability.count(".") == 1 and gpu.memory_bytes > 0

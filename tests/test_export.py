@@ -11,16 +11,16 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from export.fp16 import convert_fp16, fp32_nodes  # noqa: E402
-from export.onnx_export import (OPSET, check_size, export_onnx, load_onnx, make_node_names_unique,  # noqa: E402
+from mfif.export.fp16 import convert_fp16, fp32_nodes  # noqa: E402
+from mfif.export.onnx_export import (OPSET, check_size, export_onnx, load_onnx, make_node_names_unique,  # noqa: E402
                                 ort_session, output_psnr, parity, random_sources, read_info)
 from mfif.errors import ConfigError, InputError, ModelFileError  # noqa: E402
 from mfif.imageio import find_pairs, read_image  # noqa: E402
 from mfif.paths import REPO_ROOT, shared_data_dir  # noqa: E402
-from runtime.model_info import ModelInfo  # noqa: E402
+from mfif.runtime.model_info import ModelInfo  # noqa: E402
 from mfif.hashing import sha256_file  # noqa: E402
-from train.checkpoint import save_checkpoint  # noqa: E402
-from train.models import build_model  # noqa: E402
+from mfif.train.checkpoint import save_checkpoint  # noqa: E402
+from mfif.train.models import build_model  # noqa: E402
 
 TOLERANCE = 1e-4
 TRAINED_FOCUSMAP = REPO_ROOT / "train" / "weights" / "focusmap.safetensors"

@@ -126,7 +126,7 @@ def test_the_command_in_its_own_process_writes_everything_and_keeps_its_exit_cod
 
 def test_largest_pairs_go_first(tmp_path):
     from mfif.imageio import find_pairs
-    from runtime.cli import largest_first
+    from mfif.runtime.cli import largest_first
 
     for name, size in (("small", (16, 16)), ("large", (64, 80)), ("middle", (32, 40))):
         a, b, _ = demo_frames(*size)

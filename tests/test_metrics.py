@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.metrics import PairScorer, compute_metrics, get_metric, reference_grey
-from evaluation.metrics.common import MIN_SIZE, prepare_inputs
-from evaluation.metrics.gradient import (GAMMA_A, GAMMA_G, KAPPA_A, KAPPA_G, SIGMA_A, SIGMA_G,
+from mfif.evaluation.metrics import PairScorer, compute_metrics, get_metric, reference_grey
+from mfif.evaluation.metrics.common import MIN_SIZE, prepare_inputs
+from mfif.evaluation.metrics.gradient import (GAMMA_A, GAMMA_G, KAPPA_A, KAPPA_G, SIGMA_A, SIGMA_G,
                                          average_gradient, prepare_qabf, qabf, spatial_frequency,
                                          standard_deviation)
-from evaluation.metrics.information import entropy, mutual_information, qmi, qncie
-from evaluation.metrics.structural import SSIM_C1, SSIM_C2, prepare_qy, psnr, qe, qy, ssim
+from mfif.evaluation.metrics.information import entropy, mutual_information, qmi, qncie
+from mfif.evaluation.metrics.structural import SSIM_C1, SSIM_C2, prepare_qy, psnr, qe, qy, ssim
 from mfif.errors import InputError
 
 SOURCE_METRICS = {"QMI": qmi, "QNCIE": qncie, "QG": qabf, "QE": qe, "QY": qy, "MI": mutual_information}

@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from evaluation.metrics import REFERENCE_METRICS, PairScorer, reference_grey
+from mfif.evaluation.metrics import REFERENCE_METRICS, PairScorer, reference_grey
 from mfif.imageio import read_image
 from mfif.paths import shared_data_dir
 

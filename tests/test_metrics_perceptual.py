@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.metrics import phase
-from evaluation.metrics.common import stretch_levels
-from evaluation.metrics.perceptual import qcb, qcv
-from evaluation.metrics.phase import phase_congruency, qp
+from mfif.evaluation.metrics import phase
+from mfif.evaluation.metrics.common import stretch_levels
+from mfif.evaluation.metrics.perceptual import qcb, qcv
+from mfif.evaluation.metrics.phase import phase_congruency, qp
 from mfif.errors import InputError
 
 METRICS = (qp, qcb, qcv)

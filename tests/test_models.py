@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from mfif.errors import ConfigError, ModelFileError  # noqa: E402
-from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from train.models import MODELS, build_model, count_parameters, macs_per_pixel  # noqa: E402
+from mfif.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from mfif.train.models import MODELS, build_model, count_parameters, macs_per_pixel  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "train" / "weights"
 
@@ -35,7 +35,7 @@ def small(name: str, config: dict):
 @pytest.mark.parametrize("dim", [1, 2])
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_sum_over_equals_torch_sum_and_mean(dim, keepdim):
-    from train.models.focusmap import sum_over
+    from mfif.train.models.focusmap import sum_over
 
     x = torch.rand(1, 3, 2, 9, 11)
     assert torch.allclose(sum_over(x, dim, keepdim=keepdim), x.sum(dim, keepdim=keepdim), atol=1e-6)
@@ -140,7 +140,7 @@ def test_corrupted_truncated_and_foreign_checkpoints(tmp_path):
 @pytest.fixture(scope="module")
 def validation_pairs():
     from mfif.paths import shared_data_dir
-    from train.data import SynthConfig, validation_set
+    from mfif.train.data import SynthConfig, validation_set
 
     shared = shared_data_dir()
     if shared is None or not (shared / "sharp").is_dir():
@@ -150,7 +150,7 @@ def validation_pairs():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_shipped_weights_fuse_better_than_the_pixel_average(name, validation_pairs):
-    from train.losses import psnr
+    from mfif.train.losses import psnr
 
     path = WEIGHTS / f"{name}.safetensors"
     if not path.is_file():

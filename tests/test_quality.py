@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.quality import discover_pairs, evaluate, find_results, folder_items, score, synthetic_pair
-from evaluation import piella
-from evaluation.baselines import average
-from evaluation.methods import Method, get_methods
+from mfif.benchmarks.quality import discover_pairs, evaluate, find_results, folder_items, score, synthetic_pair
+from mfif.evaluation import piella
+from mfif.evaluation.baselines import average
+from mfif.evaluation.methods import Method, get_methods
 from mfif.cli import main
 from mfif.errors import ConfigError, DataError, InputError
 

@@ -15,9 +15,9 @@ import pytest
 from runtime_helpers import demo_frames, export_onnx, exported, focus_measure_onnx
 
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, MfifError, ModelFileError
-from runtime import Fuser
-from runtime.backends import DEFAULT_MODEL
-from runtime.backends.onnxruntime import check_providers, physical_cores
+from mfif.runtime import Fuser
+from mfif.runtime.backends import DEFAULT_MODEL
+from mfif.runtime.backends.onnxruntime import check_providers, physical_cores
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -171,7 +171,7 @@ def test_stats_report_stages_and_fps(scale4):
 def test_grey_frames_into_a_colour_only_model(tmp_path):
     import torch
 
-    from train.models import build_model
+    from mfif.train.models import build_model
 
     torch.manual_seed(0)
     colour_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "colour.onnx", channels=3)
@@ -188,7 +188,7 @@ def test_grey_frames_into_a_colour_only_model(tmp_path):
 def test_colour_frames_into_a_grey_only_model(tmp_path):
     import torch
 
-    from train.models import build_model
+    from mfif.train.models import build_model
 
     torch.manual_seed(0)
     grey_only = export_onnx(build_model("focusmap", scale=2), tmp_path / "grey.onnx", channels=1)
@@ -275,8 +275,8 @@ def test_a_model_that_gives_nan_is_an_error_not_garbage(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from runtime import InferenceError
-    from runtime.model_info import ModelInfo
+    from mfif.runtime import InferenceError
+    from mfif.runtime.model_info import ModelInfo
 
     nodes = [helper.make_node("ReduceMean", ["sources"], ["mean"], axes=[1], keepdims=0),
              helper.make_node("Sub", ["mean", "mean"], ["zero"]),
@@ -390,8 +390,8 @@ def _catch(call):
 def test_torch_backend_runs_a_checkpoint_like_the_onnx_model(tmp_path):
     import torch
 
-    from train.checkpoint import save_checkpoint
-    from train.models import build_model
+    from mfif.train.checkpoint import save_checkpoint
+    from mfif.train.models import build_model
 
     torch.manual_seed(5)
     model = build_model("focusmap", scale=2)
@@ -417,7 +417,7 @@ def test_torch_backend_runs_a_checkpoint_like_the_onnx_model(tmp_path):
 
 
 def test_torch_backend_default_checkpoint():
-    from runtime.backends.torch_backend import default_checkpoint
+    from mfif.runtime.backends.torch_backend import default_checkpoint
 
     if default_checkpoint().is_file():
         assert Fuser(backend="torch").info.model == "focusmap"
@@ -429,11 +429,11 @@ def test_torch_backend_default_checkpoint():
 def test_runtime_imports_numpy_and_the_backend_only():
     code = (
         "import sys, numpy as np\n"
-        "from runtime import Fuser\n"
+        "from mfif import Fuser\n"
         "fuser = Fuser()\n"
         "a = np.zeros((48, 64, 3), np.uint8); b = np.full((48, 64, 3), 200, np.uint8)\n"
         "assert fuser(a, b).shape == (48, 64, 3)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'train', 'cv2', 'export'))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'cv2') or m.startswith(('mfif.train', 'mfif.export')))\n"
         "print(heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -450,7 +450,7 @@ def test_no_warnings_on_a_plain_cpu_run():
 
 
 def test_onnxruntime_graph_optimization_option(tmp_path):
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     frames = [np.full((16, 24, 3), value, np.uint8) for value in (40, 200)]
     results = []

@@ -16,8 +16,8 @@ import pytest
 from runtime_helpers import demo_frames, focus_measure_onnx, read_video, write_video
 
 from mfif.errors import ConfigError, InputError, SourceError
-from runtime import Fuser
-from runtime.stream import describe_source, flicker
+from mfif.runtime import Fuser
+from mfif.runtime.stream import describe_source, flicker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -222,7 +222,7 @@ def test_ctrl_c_ends_a_stream_cleanly(tmp_path):
     path_a, path_b = make_pair_videos(tmp_path, count=200, size=(48, 64))
     code = (
         "import sys, threading, time\n"
-        "from runtime import Fuser\n"
+        "from mfif import Fuser\n"
         f"stream = Fuser().stream({str(path_a)!r}, {str(path_b)!r})\n"
         "try:\n"
         "    for fused in stream:\n"

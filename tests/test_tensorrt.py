@@ -15,12 +15,12 @@ import pytest
 from gpu_helpers import gpu_missing_reason
 from mfif.cli import main as mfif_main
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, ModelFileError
-from runtime.backends.ort_tensorrt import tensorrt_provider
-from runtime.backends.tensorrt import Bindings
-from runtime.engine_cache import (EngineKey, EngineMismatchError, EngineRecord, Profile, choose_profile,
+from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
+from mfif.runtime.backends.tensorrt import Bindings
+from mfif.runtime.engine_cache import (EngineKey, EngineMismatchError, EngineRecord, Profile, choose_profile,
                                   default_profile, load_verified, make_profiles, read_record, record_path,
                                   runtime_problems, sha256_bytes, write_engine)
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -241,7 +241,7 @@ def test_runtime_compatibility_rules():
 
 
 def test_builder_cache_status_reuses_only_an_intact_engine_with_the_same_key(tmp_path):
-    from export.tensorrt_builder import cache_status
+    from mfif.export.tensorrt_builder import cache_status
 
     assert cache_status(tmp_path / "none.engine", sample_key()) == [f"no engine at {tmp_path / 'none.engine'}"]
     path = fake_engine(tmp_path)
@@ -257,7 +257,7 @@ def test_builder_cache_status_reuses_only_an_intact_engine_with_the_same_key(tmp
 
 
 def test_read_onnx_gives_metadata_dims_and_hash(onnx_file):
-    from export.tensorrt_builder import read_onnx
+    from mfif.export.tensorrt_builder import read_onnx
     from mfif.hashing import sha256_file
 
     facts = read_onnx(onnx_file)
@@ -267,7 +267,7 @@ def test_read_onnx_gives_metadata_dims_and_hash(onnx_file):
 
 
 def test_read_onnx_refuses_foreign_and_broken_files(tmp_path):
-    from export.tensorrt_builder import read_onnx
+    from mfif.export.tensorrt_builder import read_onnx
 
     with pytest.raises(ModelFileError, match="carries no mfif metadata"):
         read_onnx(make_onnx(tmp_path / "foreign.onnx", metadata=False))
@@ -280,7 +280,7 @@ def test_read_onnx_refuses_foreign_and_broken_files(tmp_path):
 
 
 def test_profile_must_fit_fixed_onnx_axes_and_the_model(tmp_path):
-    from export.tensorrt_builder import check_profiles_fit, read_onnx
+    from mfif.export.tensorrt_builder import check_profiles_fit, read_onnx
 
     facts = read_onnx(make_onnx(tmp_path / "k2.onnx", fixed_sources=2))
     check_profiles_fit([Profile((480, 640), (720, 1280), (1080, 1920), sources=2)], facts)
@@ -323,7 +323,7 @@ def test_build_rejects_unknown_choices(capsys, onnx_file):
 
 
 def test_build_settings_from_arguments(onnx_file, tmp_path):
-    from export.build_cli import add_arguments, settings_from_args
+    from mfif.export.build_cli import add_arguments, settings_from_args
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -348,14 +348,14 @@ def test_build_without_tensorrt_names_the_extra(capsys, onnx_file):
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here; this checks the message where it is not")
 def test_backend_without_tensorrt_names_the_extra_after_checking_the_file(tmp_path):
-    from runtime.backends.tensorrt import TensorRTBackend
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
 
     with pytest.raises(BackendUnavailableError, match=r"pip install 'mfif\[tensorrt\]'"):
         TensorRTBackend(fake_engine(tmp_path))
 
 
 def test_backend_refuses_a_corrupted_engine_before_anything_else(tmp_path):
-    from runtime.backends.tensorrt import TensorRTBackend
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
 
     path = fake_engine(tmp_path)
     path.write_bytes(path.read_bytes()[:10])
@@ -367,7 +367,7 @@ def test_backend_refuses_a_corrupted_engine_before_anything_else(tmp_path):
 
 
 def test_backend_device_option():
-    from runtime.backends.tensorrt import device_index
+    from mfif.runtime.backends.tensorrt import device_index
 
     assert device_index(None) == 0 and device_index("cuda") == 0 and device_index("cuda:2") == 2
     with pytest.raises(ConfigError, match="backend='onnxruntime'"):
@@ -377,7 +377,7 @@ def test_backend_device_option():
 
 
 def test_fuser_dispatches_an_engine_file_to_this_backend(tmp_path):
-    from runtime import Fuser
+    from mfif.runtime import Fuser
 
     path = fake_engine(tmp_path)
     path.write_bytes(b"garbage")
@@ -411,7 +411,7 @@ def test_bindings_set_only_what_changed():
 
 
 def test_build_progress_draws_nested_phases_and_can_cancel():
-    from export.tensorrt_builder import BuildProgress
+    from mfif.export.tensorrt_builder import BuildProgress
 
     out = io.StringIO()
     progress = BuildProgress(file=out)
@@ -467,8 +467,8 @@ def test_fuser_with_the_tensorrt_provider_never_falls_back_to_cpu_silently():
     ort = pytest.importorskip("onnxruntime")
     if "TensorrtExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the TensorRT provider; the GPU tests cover it")
-    from runtime import Fuser
-    from runtime.backends import DEFAULT_MODEL
+    from mfif.runtime import Fuser
+    from mfif.runtime.backends import DEFAULT_MODEL
 
     with pytest.raises(BackendUnavailableError, match="TensorrtExecutionProvider"):
         Fuser(DEFAULT_MODEL, backend="onnxruntime", providers=[tensorrt_provider(), "CPUExecutionProvider"])
@@ -481,8 +481,8 @@ def test_fuser_with_the_tensorrt_provider_never_falls_back_to_cpu_silently():
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_build_and_run_engine(tmp_path, precision):
     needs_tensorrt_and_gpu()
-    from export.tensorrt_builder import BuildSettings, build_engine
-    from runtime.backends.tensorrt import TensorRTBackend
+    from mfif.export.tensorrt_builder import BuildSettings, build_engine
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
 
     onnx_file = make_onnx(tmp_path / f"mean_{precision}.onnx", precision=precision)
     profiles = [Profile((32, 32), (64, 96), (128, 128)), Profile((128, 128), (256, 256), (256, 384))]
@@ -517,7 +517,7 @@ def test_build_and_run_engine(tmp_path, precision):
 
 def build_mean_engine(folder):
     """An engine of the mean-over-sources ONNX file, for 32x32 to 128x128 frames."""
-    from export.tensorrt_builder import BuildSettings, build_engine
+    from mfif.export.tensorrt_builder import BuildSettings, build_engine
 
     settings = BuildSettings(profiles=[Profile((32, 32), (64, 64), (128, 128))], timing_cache=None)
     return build_engine(make_onnx(folder / "mean.onnx"), folder / "mean.engine", settings,
@@ -527,8 +527,8 @@ def build_mean_engine(folder):
 @pytest.mark.tensorrt
 def test_zero_copy_input_from_device_memory(tmp_path):
     needs_tensorrt_and_gpu()
-    from runtime import cuda_buffers as cb
-    from runtime.backends.tensorrt import TensorRTBackend
+    from mfif.runtime import cuda_buffers as cb
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
 
     backend = TensorRTBackend(build_mean_engine(tmp_path))
     sources = np.random.default_rng(1).random((1, 2, 3, 64, 64), dtype=np.float32)
@@ -554,7 +554,7 @@ def test_zero_copy_input_from_device_memory(tmp_path):
 @pytest.mark.tensorrt
 def test_engine_from_another_tensorrt_version_is_refused(tmp_path):
     needs_tensorrt_and_gpu()
-    from runtime.backends.tensorrt import TensorRTBackend
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
 
     path = build_mean_engine(tmp_path)
     data = json.loads(record_path(path).read_text())

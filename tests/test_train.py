@@ -19,11 +19,11 @@ pytest.importorskip("tqdm")
 
 from mfif.cli import main as mfif_main  # noqa: E402
 from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
-from train import losses  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
-from train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
-from train.models import build_model  # noqa: E402
-from train.trainer import TrainConfig, compute_loss, train  # noqa: E402
+from mfif.train import losses  # noqa: E402
+from mfif.train.checkpoint import load_checkpoint  # noqa: E402
+from mfif.train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
+from mfif.train.models import build_model  # noqa: E402
+from mfif.train.trainer import TrainConfig, compute_loss, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

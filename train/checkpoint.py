@@ -13,7 +13,7 @@ from torch import nn
 
 from mfif.errors import ModelFileError
 from mfif.hashing import sha256_file
-from train.models import build_model
+from mfif.train.models import build_model
 
 FORMAT_VERSION = "1"
 EXTRA_PREFIX = "extra/"

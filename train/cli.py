@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     torch = require("torch", extra="train", purpose="training")
     require("tqdm", extra="train", purpose="training progress")
     from mfif.paths import shared_data_dir
-    from train.models import MODELS
-    from train.trainer import TrainConfig, train
+    from mfif.train.models import MODELS
+    from mfif.train.trainer import TrainConfig, train
 
     if args.model not in MODELS:
         raise ConfigError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")

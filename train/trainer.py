@@ -17,10 +17,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
 from mfif.errors import ConfigError, DataError, ModelFileError
-from train import losses
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.data import RealPairCrops, SourcesOnly, SynthConfig, SyntheticPairs, load_photos, validation_set
-from train.models import MODELS, build_model, count_parameters
+from mfif.train import losses
+from mfif.train.checkpoint import load_checkpoint, save_checkpoint
+from mfif.train.data import RealPairCrops, SourcesOnly, SynthConfig, SyntheticPairs, load_photos, validation_set
+from mfif.train.models import MODELS, build_model, count_parameters
 
 DEFAULT_LR = {"xu2018": 1e-3, "mustafa2019": 1e-3, "focusmap": 2e-3}
 OPTIM_PREFIX = "optim/"

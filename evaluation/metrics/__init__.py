@@ -23,25 +23,25 @@ LOWER_IS_BETTER = frozenset({"QCV"})
 
 # name -> "module:function" (imported on first use)
 SOURCE_METRICS = {
-    "QMI": "evaluation.metrics.information:qmi",
-    "QNCIE": "evaluation.metrics.information:qncie",
-    "QG": "evaluation.metrics.gradient:qabf",
-    "QP": "evaluation.metrics.phase:qp",
-    "QE": "evaluation.metrics.structural:qe",
-    "QY": "evaluation.metrics.structural:qy",
-    "QCB": "evaluation.metrics.perceptual:qcb",
-    "QCV": "evaluation.metrics.perceptual:qcv",
-    "MI": "evaluation.metrics.information:mutual_information",
+    "QMI": "mfif.evaluation.metrics.information:qmi",
+    "QNCIE": "mfif.evaluation.metrics.information:qncie",
+    "QG": "mfif.evaluation.metrics.gradient:qabf",
+    "QP": "mfif.evaluation.metrics.phase:qp",
+    "QE": "mfif.evaluation.metrics.structural:qe",
+    "QY": "mfif.evaluation.metrics.structural:qy",
+    "QCB": "mfif.evaluation.metrics.perceptual:qcb",
+    "QCV": "mfif.evaluation.metrics.perceptual:qcv",
+    "MI": "mfif.evaluation.metrics.information:mutual_information",
 }
 TRUTH_METRICS = {
-    "PSNR": "evaluation.metrics.structural:psnr",
-    "SSIM": "evaluation.metrics.structural:ssim",
+    "PSNR": "mfif.evaluation.metrics.structural:psnr",
+    "SSIM": "mfif.evaluation.metrics.structural:ssim",
 }
 IMAGE_METRICS = {
-    "EN": "evaluation.metrics.information:entropy",
-    "SF": "evaluation.metrics.gradient:spatial_frequency",
-    "AG": "evaluation.metrics.gradient:average_gradient",
-    "SD": "evaluation.metrics.gradient:standard_deviation",
+    "EN": "mfif.evaluation.metrics.information:entropy",
+    "SF": "mfif.evaluation.metrics.gradient:spatial_frequency",
+    "AG": "mfif.evaluation.metrics.gradient:average_gradient",
+    "SD": "mfif.evaluation.metrics.gradient:standard_deviation",
 }
 
 
@@ -49,14 +49,14 @@ IMAGE_METRICS = {
 # of that source metric: work that depends only on the sources is done once (see PairScorer).
 # ``score`` keeps the sources it was given: do not change them in place while using it.
 PREPARED_METRICS = {
-    "QMI": "evaluation.metrics.information:prepare_qmi",
-    "QNCIE": "evaluation.metrics.information:prepare_qncie",
-    "QG": "evaluation.metrics.gradient:prepare_qabf",
-    "QP": "evaluation.metrics.phase:prepare_qp",
-    "QE": "evaluation.metrics.structural:prepare_qe",
-    "QY": "evaluation.metrics.structural:prepare_qy",
-    "QCB": "evaluation.metrics.perceptual:prepare_qcb",
-    "QCV": "evaluation.metrics.perceptual:prepare_qcv",
+    "QMI": "mfif.evaluation.metrics.information:prepare_qmi",
+    "QNCIE": "mfif.evaluation.metrics.information:prepare_qncie",
+    "QG": "mfif.evaluation.metrics.gradient:prepare_qabf",
+    "QP": "mfif.evaluation.metrics.phase:prepare_qp",
+    "QE": "mfif.evaluation.metrics.structural:prepare_qe",
+    "QY": "mfif.evaluation.metrics.structural:prepare_qy",
+    "QCB": "mfif.evaluation.metrics.perceptual:prepare_qcb",
+    "QCV": "mfif.evaluation.metrics.perceptual:prepare_qcv",
 }
 
 
@@ -76,7 +76,7 @@ def get_metric(name: str):
 def reference_grey(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Grey float64 image in 0..255 as the reference pipeline makes it (MATLAB rgb2gray, rounded
     to uint8, for colour); ``name`` is used in error messages. See evaluation.metrics.common."""
-    from evaluation.metrics.common import reference_grey as convert
+    from mfif.evaluation.metrics.common import reference_grey as convert
     return convert(image, name)
 
 
@@ -88,7 +88,7 @@ class PairScorer:
     ``compute_metrics(a, b, fused, names, truth)`` returns, for the same inputs."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, names=REFERENCE_METRICS):
-        from evaluation.metrics.common import convert_images
+        from mfif.evaluation.metrics.common import convert_images
 
         self.names = tuple(names)
         metrics = {name: get_metric(name) for name in self.names}  # KeyError for unknown names
@@ -106,7 +106,7 @@ class PairScorer:
     def score(self, fused: np.ndarray, truth: np.ndarray | None = None) -> dict[str, float]:
         """Metrics of one fused image (grey or BGR, the sources' size); ground-truth metrics are
         left out when ``truth`` is None."""
-        from evaluation.metrics.common import convert_images
+        from mfif.evaluation.metrics.common import convert_images
 
         named = {"fused": fused} if truth is None else {"fused": fused, "truth": truth}
         grey = convert_images(named, self._shapes)

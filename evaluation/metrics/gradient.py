@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics.common import cv2, filter_same, row_strips, validate
+from mfif.evaluation.metrics.common import cv2, filter_same, row_strips, validate
 
 SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 SOBEL_Y = SOBEL_X.T.copy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics.common import stretch_levels, validate
+from mfif.evaluation.metrics.common import stretch_levels, validate
 
 LEVELS = 256
 

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 
-from evaluation.metrics.common import MIN_SIZE, cv2, filter_same, stretch_levels, validate
-from evaluation.metrics.gradient import SOBEL_X, SOBEL_Y
+from mfif.evaluation.metrics.common import MIN_SIZE, cv2, filter_same, stretch_levels, validate
+from mfif.evaluation.metrics.gradient import SOBEL_X, SOBEL_Y
 
 # QCB: CSF of the difference-of-Gaussians form, local band-limited contrast and masking.
 QCB_F0, QCB_F1, QCB_A = 15.3870, 1.3456, 0.7622

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 
-from evaluation.metrics.common import MIN_SIZE, cv2, validate
+from mfif.evaluation.metrics.common import MIN_SIZE, cv2, validate
 
 # Kovesi's defaults, as the reference toolbox uses them.
 N_SCALES = 4

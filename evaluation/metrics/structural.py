@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evaluation.metrics.common import (box_mean_valid, constant_windows, cv2, filter_same, gaussian_valid,
+from mfif.evaluation.metrics.common import (box_mean_valid, constant_windows, cv2, filter_same, gaussian_valid,
                                        row_strips, ssim_map, validate)
 
 # QE: SSIM with tiny constants (Piella's UIQI) over 8x8 windows; Prewitt edge images; Q * Q_W.

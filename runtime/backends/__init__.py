@@ -23,16 +23,16 @@ import inspect
 from pathlib import Path
 
 from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFileError
-from runtime.backends.base import Backend
+from mfif.runtime.backends.base import Backend
 
 
 class InferenceError(MfifError, RuntimeError):
     """A backend failed to run the model on given inputs, or produced non-finite values."""
 
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeBackend",
-    "torch": "runtime.backends.torch_backend:TorchBackend",
-    "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
+    "onnxruntime": "mfif.runtime.backends.onnxruntime:OnnxRuntimeBackend",
+    "torch": "mfif.runtime.backends.torch_backend:TorchBackend",
+    "tensorrt": "mfif.runtime.backends.tensorrt:TensorRTBackend",
 }
 SUFFIXES: dict[str, str] = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt"}
 CHOICES = ("auto", *BACKENDS)

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo
 
 
 class Backend(ABC):

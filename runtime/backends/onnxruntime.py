@@ -21,9 +21,9 @@ import numpy as np
 
 from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFileError
 from mfif.lazy import require
-from runtime.backends import InferenceError
-from runtime.backends.base import Backend
-from runtime.model_info import ModelInfo
+from mfif.runtime.backends import InferenceError
+from mfif.runtime.backends.base import Backend
+from mfif.runtime.model_info import ModelInfo
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

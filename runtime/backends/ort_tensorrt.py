@@ -2,8 +2,8 @@
 manage, ONNX Runtime builds and caches the engine itself). This module only makes the provider
 entry; the ONNX Runtime backend runs it::
 
-    from runtime import Fuser
-    from runtime.backends.ort_tensorrt import tensorrt_provider
+    from mfif.runtime import Fuser
+    from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
 
     fuser = Fuser("focusmap_fp16.onnx", backend="onnxruntime",
                   providers=[tensorrt_provider(cache_dir="trt-cache"), "CUDAExecutionProvider"])
@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mfif.errors import ConfigError
-from runtime.engine_cache import Profile, default_profile
-from runtime.model_info import ModelInfo
+from mfif.runtime.engine_cache import Profile, default_profile
+from mfif.runtime.model_info import ModelInfo
 
 PROVIDER = "TensorrtExecutionProvider"
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, ModelFileError
 from mfif.lazy import require
-from runtime.backends import InferenceError
-from runtime.backends.base import Backend
-from runtime.engine_cache import EngineMismatchError, Profile, choose_profile, load_verified, runtime_problems
+from mfif.runtime.backends import InferenceError
+from mfif.runtime.backends.base import Backend
+from mfif.runtime.engine_cache import EngineMismatchError, Profile, choose_profile, load_verified, runtime_problems
 
 MIN_TENSORRT = 10
 STAGES = ("h2d", "compute", "d2h")
@@ -125,7 +125,7 @@ class TensorRTBackend(Backend):
         self.record = record
         self.info = record.model_info
         trt = import_tensorrt()
-        from runtime import cuda_buffers as cb
+        from mfif.runtime import cuda_buffers as cb
 
         self._cb = cb
         gpu = cb.gpu_info(device_id)

@@ -14,13 +14,13 @@ import numpy as np
 
 from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
 from mfif.lazy import require
-from runtime.backends import InferenceError
-from runtime.backends.base import Backend
-from runtime.model_info import ModelInfo
+from mfif.runtime.backends import InferenceError
+from mfif.runtime.backends.base import Backend
+from mfif.runtime.model_info import ModelInfo
 
 
 def default_checkpoint() -> Path:
-    import train
+    from mfif import train
 
     return Path(train.__file__).resolve().parent / "weights" / "focusmap.safetensors"
 
@@ -32,7 +32,7 @@ class TorchBackend(Backend):
         super().__init__()
         torch = require("torch", extra="train", purpose="the torch backend")
         self._torch = torch
-        checkpoint_module = require("train.checkpoint", extra="train", purpose="loading training checkpoints")
+        checkpoint_module = require("mfif.train.checkpoint", extra="train", purpose="loading training checkpoints")
         if path is None:
             path = default_checkpoint()
             if not path.is_file():

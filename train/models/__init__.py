@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from mfif.errors import ConfigError
-from train.models.focusmap import FocusMap
-from train.models.mustafa2019 import Mustafa2019
-from train.models.xu2018 import Xu2018
+from mfif.train.models.focusmap import FocusMap
+from mfif.train.models.mustafa2019 import Mustafa2019
+from mfif.train.models.xu2018 import Xu2018
 
 MODELS: dict[str, type[nn.Module]] = {"xu2018": Xu2018, "mustafa2019": Mustafa2019, "focusmap": FocusMap}
 
