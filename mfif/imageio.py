@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.errors import DataError
+from mfif.errors import ConfigError, DataError
+from mfif.files import check_writable_folder, write_bytes_atomic
 from mfif.lazy import require
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -25,7 +26,13 @@ def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
     cv2 = _cv2()
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    if jpeg_is_truncated(data):
+        raise DataError(f"image {path} is a truncated JPEG ({data.size} bytes, no end-of-image marker after its "
+                        "last scan): the file was cut short while copying or writing; copy it again")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise DataError(f"cannot decode image {path} ({data.size} bytes): not an image or corrupted")
@@ -46,19 +53,47 @@ def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write a uint8 image; the suffix picks the format. Creates the parent folder."""
+def jpeg_is_truncated(data: np.ndarray) -> bool:
+    """True for JPEG bytes cut short: no end-of-image marker (FF D9) after the last start-of-scan
+    (FF DA). OpenCV 4.x decodes such files without an error and fills the missing rows with grey
+    or black. Markers cannot occur inside the entropy-coded data (an FF there is stuffed with 00),
+    so an embedded thumbnail's end marker, which comes before the main scans, does not count."""
+    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return False
+    raw = data.tobytes()
+    return raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda")
+
+
+def check_image_output(path: str | Path) -> Path:
+    """Fail early, before any fusing, when ``path`` cannot be written: a suffix OpenCV has no
+    writer for, or a folder that cannot be created or written to."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.suffix:
+        raise ConfigError(f"output image {path} has no suffix: add one such as .png, .tif or .jpg")
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not _cv2().haveImageWriter(str(path)):
+        raise ConfigError(f"cannot write images of type {path.suffix!r} ({path}): use one of "
+                          f"{', '.join(s for s in IMAGE_SUFFIXES if _cv2().haveImageWriter('x' + s))}")
+    check_writable_folder(path.parent)
+    return path
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write a uint8 image atomically (a temporary name, then a rename: a failure never leaves a
+    truncated file nor destroys an earlier one); the suffix picks the format. Creates the parent
+    folder."""
+    path = Path(path)
     cv2 = _cv2()
     suffix = path.suffix or ".png"
     # PNG: zlib level 1, faster to write than OpenCV's default level 3 and still lossless.
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if suffix.lower() == ".png" else []
-    ok, encoded = cv2.imencode(suffix, image, params)
+    try:
+        ok, encoded = cv2.imencode(suffix, image, params)
+    except cv2.error as exc:
+        raise DataError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as {suffix!r} "
+                        f"for {path}: {str(exc).strip().splitlines()[-1]}") from exc
     if not ok:
-        raise DataError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as {path.suffix!r}")
-    encoded.tofile(str(path))
-    return path
+        raise DataError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as {suffix!r}")
+    return write_bytes_atomic(path, encoded)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "single-threaded Fuser (default: the physical cores on the CPU, 1 on a GPU)")
     output.add_argument("--format", choices=["png", "tif", "jpg"], default="png",
                         help="file format of the fused images written for a folder of pairs (default png)")
+    output.add_argument("--skip-existing", action="store_true",
+                        help="for a folder of pairs, skip the pairs whose fused image exists already (resume a run)")
     output.add_argument("--weights-out", metavar="PATH",
                         help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources the "
                              "index of the heaviest source) or .npy (float32 K x H x W); a folder with a folder of pairs")
@@ -148,11 +150,12 @@ def _require_output(args, what: str) -> Path:
 
 
 def _save_weights(path: Path, weights: np.ndarray) -> Path:
+    from mfif.files import atomic_path
     from mfif.imageio import write_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
-        np.save(path, weights)
+        with atomic_path(path) as partial, open(partial, "wb") as handle:
+            np.save(handle, weights)
         return path
     if len(weights) == 2:
         image = weights[0] * 255.0 + 0.5
@@ -183,8 +186,12 @@ def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, we
 
 def _fuse_files(fuser, paths: list[Path], args) -> Path:
     """Fuse the images at ``paths`` into the one image -o names (and its weight map); returns -o."""
-    output = _require_output(args, "the fused image")
+    from mfif.imageio import check_image_output
+
+    output = check_image_output(_require_output(args, "the fused image"))
     weights_out = _weights_path(args)
+    if weights_out is not None and weights_out.suffix.lower() != ".npy":
+        check_image_output(weights_out)
     fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out)
     _write_outputs(output, fused, weights_out, weights)
     return output
@@ -253,12 +260,20 @@ class _Progress:
 
 def largest_first(pairs: list) -> list:
     """Pairs ordered by file size, largest first, so that parallel workers finish together
-    instead of one fusing the biggest pair while the others idle."""
-    return sorted(pairs, key=lambda pair: -(pair.a.stat().st_size + pair.b.stat().st_size))
+    instead of one fusing the biggest pair while the others idle. A file that cannot be read (a
+    dangling link) counts as empty here; its pair then fails alone, with its reason."""
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(pairs, key=lambda pair: -(size(pair.a) + size(pair.b)))
 
 
 def _pairs(fuser, args, jobs: int) -> int:
-    from mfif.imageio import find_pairs
+    from mfif.files import check_writable_folder
+    from mfif.imageio import check_image_output, find_pairs
 
     pairs = find_pairs(args.inputs[0])
     if jobs > 1:
@@ -268,7 +283,15 @@ def _pairs(fuser, args, jobs: int) -> int:
     out_dir = _require_output(args, "the fused images (a folder)")
     if out_dir.suffix.lower() in VIDEO_CODECS or (out_dir.exists() and not out_dir.is_dir()):
         raise ConfigError(f"with a folder of pairs, -o names a folder; {out_dir} is not one")
+    check_image_output(out_dir / f"x.{args.format}")
     weights_dir = _weights_path(args)
+    if weights_dir is not None:
+        check_writable_folder(weights_dir)
+    total = len(pairs)
+    if args.skip_existing:
+        pairs = [pair for pair in pairs if not (out_dir / f"{pair.name}.{args.format}").exists()]
+        if len(pairs) < total:
+            print(f"skipping {total - len(pairs)} pairs already fused in {out_dir}")
     # One Fuser per worker thread (a Fuser serves one thread), all on the one loaded model; the first
     # worker takes ``fuser``.
     spare, local, lock = [fuser], threading.local(), threading.Lock()
@@ -281,19 +304,29 @@ def _pairs(fuser, args, jobs: int) -> int:
         fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path)
         _write_outputs(out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)
 
-    failed = []
+    failed, done = [], 0
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mfif-fuse") as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mfif-fuse")
+    try:
         futures = {pool.submit(process, pair): pair for pair in largest_first(pairs)}
         progress = _Progress(as_completed(futures), total=len(pairs), unit="pair", desc="fusing")
         for future in progress:
             try:
                 future.result()
+                done += 1
             except MfifError as exc:
                 failed.append(futures[future].name)
                 progress.note(f"{futures[future].name}: {exc}")
+    except KeyboardInterrupt:
+        # Queued pairs are cancelled; the ones being fused finish their (atomic) writes in the
+        # background threads, so no output is ever left half-written.
+        pool.shutdown(wait=False, cancel_futures=True)
+        print(f"interrupted: {done} of {len(pairs)} pairs were fused into {out_dir}; rerun with --skip-existing "
+              "to fuse the rest", file=sys.stderr)
+        raise
+    pool.shutdown()
     elapsed = time.perf_counter() - start
-    print(f"fused {len(pairs) - len(failed)} of {len(pairs)} pairs into {out_dir} in {elapsed:.1f} s")
+    print(f"fused {done} of {len(pairs)} pairs into {out_dir} in {elapsed:.1f} s")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

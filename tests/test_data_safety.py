@@ -1,0 +1,164 @@
+"""Nothing lost, nothing silent: atomic image outputs on a full disk, folder runs that go on past a
+bad pair and stop promptly on Ctrl-C, truncated JPEGs, outputs checked before any work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import demo_frames
+
+from mfif.cli import main
+from mfif.errors import ConfigError, DataError
+from mfif.files import atomic_path, write_bytes_atomic
+from mfif.imageio import check_image_output, jpeg_is_truncated, read_image, write_image
+
+cv2 = pytest.importorskip("cv2")
+REPO = Path(__file__).resolve().parent.parent
+
+# Runs `mfif` with the file-size limit of a nearly full disk: a write past `limit` bytes fails with
+# EFBIG (SIGXFSZ ignored), exactly as a real full disk fails a write part-way.
+FULL_DISK = (
+    "import resource, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "from mfif.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+def full_disk_run(limit: int, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FULL_DISK, str(limit), *arguments], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+def write_pair_files(folder: Path, name: str, size=(64, 80), seed: int = 0) -> None:
+    a, b, _ = demo_frames(*size, seed=seed)
+    write_image(folder / f"{name}_A.png", a)
+    write_image(folder / f"{name}_B.png", b)
+
+
+def test_a_full_disk_never_destroys_the_earlier_output(tmp_path):
+    a, b, _ = demo_frames(120, 160)
+    paths = [str(write_image(tmp_path / "a.png", a)), str(write_image(tmp_path / "b.png", b))]
+    output = tmp_path / "fused.png"
+    assert main(["fuse", *paths, "-o", str(output)]) == 0
+    good = output.read_bytes()
+    assert len(good) > 4000
+
+    result = full_disk_run(2000, "fuse", *paths, "-o", str(output))
+    assert result.returncode == 2
+    assert f"cannot write {output}" in result.stderr and "untouched" in result.stderr
+    assert output.read_bytes() == good                           # the earlier file survived
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "fused.png"]  # no partial left
+
+
+def test_a_full_disk_in_a_folder_run_reports_each_pair_and_leaves_no_truncated_files(tmp_path):
+    pairs = tmp_path / "pairs"
+    for index in range(3):
+        write_pair_files(pairs, f"p{index}", size=(120, 160), seed=index)
+    out = tmp_path / "out"
+    result = full_disk_run(2000, "fuse", str(pairs), "-o", str(out), "--jobs", "1")
+    assert result.returncode == 1, result.stderr
+    for index in range(3):
+        assert f"p{index}: cannot write" in result.stderr
+    assert "fused 0 of 3 pairs" in result.stdout
+    assert list(out.iterdir()) == []                              # no 0-byte or truncated files
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path):
+    target = write_bytes_atomic(tmp_path / "data.bin", b"good")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as partial:
+            partial.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_outputs_are_checked_before_any_fusing(tmp_path, capsys):
+    a, b, _ = demo_frames(32, 32)
+    paths = [str(write_image(tmp_path / "a.png", a)), str(write_image(tmp_path / "b.png", b))]
+    with pytest.raises(ConfigError, match=r"cannot write images of type '\.xyz'.*\.png"):
+        check_image_output(tmp_path / "fused.xyz")
+    assert main(["fuse", *paths, "-o", str(tmp_path / "fused.xyz")]) == 2
+    assert "cannot write images of type '.xyz'" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["fuse", *paths, "-o", str(blocker / "fused.png")]) == 2
+    assert f"{blocker} is a file, not a folder" in capsys.readouterr().err
+    pairs = tmp_path / "pairs"
+    write_pair_files(pairs, "one")
+    assert main(["fuse", str(pairs), "-o", str(blocker / "out")]) == 2
+    assert f"cannot create the output folder {blocker / 'out'}: Not a directory" in capsys.readouterr().err
+
+
+def test_truncated_jpeg_is_an_error_not_black_rows(tmp_path):
+    image = demo_frames(96, 128)[0]
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    whole = encoded.tobytes()
+    assert not jpeg_is_truncated(encoded)
+    (tmp_path / "whole.jpg").write_bytes(whole + b"\x00" * 16 + b"trailer")  # data after the end marker is fine
+    assert read_image(tmp_path / "whole.jpg").shape == image.shape
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(DataError, match=r"truncated JPEG \(\d+ bytes"):
+        read_image(cut)
+    write_image(tmp_path / "b.jpg", image)
+    assert main(["fuse", str(cut), str(tmp_path / "b.jpg"), "-o", str(tmp_path / "fused.png")]) == 2
+    assert not (tmp_path / "fused.png").exists()
+
+
+def test_a_dangling_link_fails_its_pair_only(tmp_path, capsys):
+    pairs = tmp_path / "pairs"
+    write_pair_files(pairs, "good")
+    write_pair_files(pairs, "broken", seed=1)
+    (pairs / "broken_A.png").unlink()
+    (pairs / "broken_A.png").symlink_to(tmp_path / "gone.png")
+    out = tmp_path / "out"
+    assert main(["fuse", str(pairs), "-o", str(out), "--jobs", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "broken: image file not found" in captured.err
+    assert "fused 1 of 2 pairs" in captured.out
+    assert [p.name for p in out.iterdir()] == ["good.png"]
+
+
+def test_ctrl_c_stops_a_folder_run_promptly_and_skip_existing_resumes(tmp_path):
+    pairs = tmp_path / "pairs"
+    count = 40
+    for index in range(count):
+        write_pair_files(pairs, f"p{index:02d}", size=(240, 320), seed=index)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mfif.cli", "fuse", str(pairs), "-o", str(out), "--jobs", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob("*.png"))) < 2:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.perf_counter()
+        _, err = process.communicate(timeout=30)
+        stopped_after = time.perf_counter() - interrupted
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert stopped_after < 1.0
+    fused = sorted(p.name for p in out.iterdir())
+    assert 2 <= len(fused) < count
+    assert f"{len(fused)} of {count} pairs were fused" in err or f"{len(fused) - 1} of {count} pairs were fused" in err
+    assert all(not name.startswith(".") for name in fused)         # no temporary files left behind
+    before = {name: os.stat(out / name).st_mtime_ns for name in fused}
+
+    result = subprocess.run(command + ["--skip-existing"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"skipping {len(fused)} pairs already fused" in result.stdout
+    assert f"fused {count - len(fused)} of {count - len(fused)} pairs" in result.stdout
+    assert len(list(out.glob("*.png"))) == count
+    assert all(os.stat(out / name).st_mtime_ns == mtime for name, mtime in before.items())  # left alone
