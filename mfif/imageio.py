@@ -98,8 +98,9 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
 
 @dataclass(frozen=True)
 class Pair:
-    """One multi-focus pair in the shared layout: ``<name>_A.*``, ``<name>_B.*`` and an
-    optional ground truth ``<name>_GT.*`` (or ``<name>_gt.*``)."""
+    """One multi-focus pair: two sources and an optional ground truth, named ``<name>_A.*``,
+    ``<name>_B.*``, ``<name>_GT.*`` (the shared layout) or ``<name>_1.*``, ``<name>_2.*`` (the
+    numbered layout of the Liu 2020 reference set)."""
 
     name: str
     a: Path
@@ -108,25 +109,61 @@ class Pair:
 
 
 def find_pairs(folder: str | Path) -> list[Pair]:
-    """All pairs in ``folder``, sorted by name. A source without its partner is an error."""
+    """All pairs in ``folder``, sorted by name, in the shared layout or (when the folder has no
+    ``_A``/``_B`` files) the numbered one; a ground truth ``<name>_GT.*`` (or ``_gt``) is optional.
+    A source without its partner is an error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"pair folder not found: {folder}")
-    parts: dict[str, dict[str, Path]] = {}
+    roles: dict[str, dict[str, Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or "_" not in path.stem:
-            continue
-        name, role = path.stem.rsplit("_", 1)
-        role = role.upper()
-        if role in ("A", "B", "GT"):
-            parts.setdefault(name, {})[role] = path
+        if path.suffix.lower() in IMAGE_SUFFIXES and "_" in path.stem:
+            name, role = path.stem.rsplit("_", 1)
+            roles.setdefault(name, {})[role.upper()] = path
+    found_roles = {role for parts in roles.values() for role in parts}
+    first, second = ("1", "2") if found_roles & {"1", "2"} and not found_roles & {"A", "B"} else ("A", "B")
     pairs = []
-    for name, found in sorted(parts.items()):
-        missing = [role for role in ("A", "B") if role not in found]
+    for name, parts in sorted(roles.items()):
+        if not parts.keys() & {first, second, "GT"}:
+            continue
+        missing = [role for role in (first, second) if role not in parts]
         if missing:
-            have = ", ".join(str(p.name) for p in found.values())
-            raise DataError(f"pair '{name}' in {folder} lacks its _{missing[0]} image (found: {have})")
-        pairs.append(Pair(name, found["A"], found["B"], found.get("GT")))
+            have = ", ".join(p.name for p in parts.values())
+            raise DataError(f"pair '{name}' in {folder} lacks its _{missing[0]} image (found: {have}): add or remove it")
+        pairs.append(Pair(name, parts[first], parts[second], parts.get("GT")))
     if not pairs:
-        raise DataError(f"no pairs named <name>_A.<ext> / <name>_B.<ext> in {folder}")
+        raise DataError(f"no pairs named <name>_A.<ext> / <name>_B.<ext> (or <name>_1 / <name>_2) in {folder}")
     return pairs
+
+
+def read_pair(pair: Pair, mode: str = "unchanged") -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A pair's two sources, read as ``mode`` says (see :func:`read_image`), and its ground truth
+    in the sources' mode (None without one). Images of different sizes or modes are a DataError
+    naming both."""
+    a, b = read_image(pair.a, mode), read_image(pair.b, mode)
+    if a.shape != b.shape:
+        raise DataError(f"pair '{pair.name}': {pair.a.name} is {_size(a)} but {pair.b.name} is {_size(b)}; "
+                        "both sources of a pair must have one size and one mode (grey or colour)")
+    truth = None
+    if pair.ground_truth is not None:
+        truth = read_image(pair.ground_truth, "grey" if a.ndim == 2 else "colour")
+        if truth.shape != a.shape:
+            raise DataError(f"pair '{pair.name}': its ground truth {pair.ground_truth.name} is {_size(truth)}, the "
+                            f"sources are {_size(a)}")
+    return [a, b], truth
+
+
+def write_pair(folder: str | Path, name: str, sources: list[np.ndarray], truth: np.ndarray | None = None,
+               roles: tuple[str, str] = ("A", "B"), suffix: str = ".png") -> list[Path]:
+    """Write a pair in the layout :func:`find_pairs` reads: ``<name>_A``, ``<name>_B`` (or other
+    ``roles``) and ``<name>_GT`` when ``truth`` is given."""
+    folder = Path(folder)
+    paths = [write_image(folder / f"{name}_{role}{suffix}", image) for role, image in zip(roles, sources)]
+    if truth is not None:
+        paths.append(write_image(folder / f"{name}_GT{suffix}", truth))
+    return paths
+
+
+def _size(image: np.ndarray) -> str:
+    """'640x480 colour' (width x height, then grey or colour)."""
+    return f"{image.shape[1]}x{image.shape[0]} {'colour' if image.ndim == 3 else 'grey'}"

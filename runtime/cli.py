@@ -28,46 +28,6 @@ from mfif.lazy import require
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
-def demo_pair(height: int = 480, width: int = 640, seed: int = 0, colour: bool = True):
-    """A generated multi-focus pair: a procedural scene (shapes, text, fine texture) whose left
-    part (wavy border) is near and right part far. A is focused near, B far. Returns (A, B, sharp)
-    as uint8 BGR (or grey) frames."""
-    cv2 = require("cv2", extra="cpu", purpose="drawing the demo scene")
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    scene = np.stack([110 + 50 * np.sin(cols / width * (2 + c) + rows / height * (1 + c) + phase[c])
-                      for c in range(3)], axis=-1)
-    scene += cv2.GaussianBlur(rng.normal(0, 30, (height, width)).astype(np.float32), (0, 0), 0.8)[..., None]
-    scene = np.clip(scene, 0, 255).astype(np.uint8)
-    size = max(4, min(height, width) // 12)
-    for _ in range(max(12, height * width // 6000)):
-        colour_bgr = tuple(int(v) for v in rng.integers(0, 256, 3))
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        kind = rng.integers(0, 3)
-        if kind == 0:
-            cv2.circle(scene, (x, y), int(rng.integers(size // 3, size)), colour_bgr, -1, cv2.LINE_AA)
-        elif kind == 1:
-            cv2.rectangle(scene, (x, y), (x + int(rng.integers(size // 2, 2 * size)), y + int(rng.integers(size // 2, 2 * size))),
-                          colour_bgr, -1)
-        else:
-            cv2.line(scene, (x, y), (int(rng.integers(0, width)), int(rng.integers(0, height))), colour_bgr,
-                     max(1, size // 8), cv2.LINE_AA)
-    for _ in range(3):
-        origin = (int(rng.integers(0, max(1, width - 4 * size))), int(rng.integers(size, height)))
-        cv2.putText(scene, "mfif", origin, cv2.FONT_HERSHEY_SIMPLEX, size / 25, (255, 255, 255), max(1, size // 12), cv2.LINE_AA)
-    border = width * (0.5 + 0.08 * np.sin(rows / height * 2 * np.pi * 1.5 + phase[0]))
-    near = cv2.GaussianBlur((cols < border).astype(np.float32), (0, 0), 2.0)[..., None]
-    sharp = scene.astype(np.float32)
-    blurred = cv2.GaussianBlur(sharp, (0, 0), max(1.5, width / 200))
-    a = near * sharp + (1 - near) * blurred
-    b = (1 - near) * sharp + near * blurred
-    frames = [np.clip(image + 0.5, 0, 255).astype(np.uint8) for image in (a, b, sharp)]
-    if not colour:
-        frames = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in frames]
-    return tuple(frames)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n")[1]
@@ -134,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(folder: Path) -> int:
-    from mfif.imageio import write_image
+    from mfif.imageio import write_pair
+    from mfif.scenes import demo_pair
 
     a, b, _ = demo_pair()
-    paths = [write_image(folder / "demo_A.png", a), write_image(folder / "demo_B.png", b)]
+    paths = write_pair(folder, "demo", [a, b])
     print(f"wrote {paths[0]} and {paths[1]} (near focus, far focus); fuse them with:\n"
           f"  mfif fuse {paths[0]} {paths[1]} -o fused.png")
     return 0

@@ -85,7 +85,7 @@ def focus_measure_onnx() -> Path:
 
 def demo_frames(height: int = 120, width: int = 160, colour: bool = True, seed: int = 0):
     """A synthetic multi-focus pair (A sharp on the left, B on the right) and its sharp scene."""
-    from mfif.runtime.cli import demo_pair
+    from mfif.scenes import demo_pair
 
     return demo_pair(height, width, seed=seed, colour=colour)
 

@@ -103,7 +103,7 @@ def test_versus_enfuse_times_both_sides_on_a_small_folder(tmp_path, capsys):
     from mfif.benchmarks.versus_enfuse import main as versus_main
     from mfif.evaluation.enfuse import available
     from mfif.imageio import write_image
-    from mfif.runtime.cli import demo_pair
+    from mfif.scenes import demo_pair
 
     if not available():
         pytest.skip("enfuse is not installed (apt-get install enfuse)")
