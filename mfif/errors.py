@@ -28,3 +28,8 @@ class BackendUnavailableError(MfifError, ImportError):
 
 class SourceError(MfifError):
     """A video or camera source that cannot be opened, yields nothing, or disconnected."""
+
+
+class RigError(ConfigError):
+    """A rig file (alignment transforms) that is missing, malformed, of an unknown version, or made
+    for other sources or another frame size than the frames given."""
