@@ -14,6 +14,7 @@ Choices (see docs/export.md):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import mfif
 from mfif.errors import ConfigError, InputError, ModelFileError
 from mfif.lazy import require
-from mfif.runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo, graph_sha256
 
 if TYPE_CHECKING:
     import onnx
@@ -169,7 +170,7 @@ def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: boo
     set_interface_dims(proto, info)
     proto.producer_name, proto.producer_version = "mfif", mfif.__version__
     proto.doc_string = f"mfif {model.name} fusion net; metadata keys mfif.* describe inputs and outputs"
-    finalize(proto, info)
+    info = finalize(proto, info)
     save_onnx(proto, output)
     return info
 
@@ -238,12 +239,13 @@ def sort_nodes(proto: "onnx.ModelProto") -> None:
     proto.graph.node.extend(ordered)
 
 
-def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | None = None) -> None:
-    """Topological order, unique node names, metadata (ModelInfo keys and ``extra``), and a full
-    onnx.checker pass."""
+def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | None = None) -> ModelInfo:
+    """Topological order, unique node names, metadata (ModelInfo keys with the graph's hash, and
+    ``extra``), and a full onnx.checker pass. Returns the ModelInfo written."""
     onnx = _onnx()
     sort_nodes(proto)
     make_node_names_unique(proto)
+    info = dataclasses.replace(info, graph_sha256=graph_sha256(proto.graph.SerializeToString()))
     values = {**info.to_metadata(), **(extra or {})}
     kept = [entry for entry in proto.metadata_props if entry.key not in values]
     del proto.metadata_props[:]
@@ -254,6 +256,7 @@ def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | 
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ModelFileError(f"the exported {info.model} ({info.precision}) graph fails onnx.checker: {exc}") from exc
+    return info
 
 
 def save_onnx(proto: "onnx.ModelProto", output: str | Path) -> Path:

@@ -3,8 +3,10 @@ metadata (and the TensorRT builder beside the engine); the runtime reads them in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from mfif.errors import ModelFileError
 
@@ -26,6 +28,7 @@ class ModelInfo:
     value_range: tuple[float, float] = (0.0, 1.0)
     batch: int = 1                  # exported with batch 1
     checkpoint_sha256: str = ""
+    graph_sha256: str = ""          # of the serialized graph (nodes and weights), checked at load
     config: dict = field(default_factory=dict)
 
     @property
@@ -56,3 +59,58 @@ class ModelInfo:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
+
+
+def _varint(data: memoryview, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def onnx_graph_bytes(data: bytes | memoryview) -> memoryview:
+    """The serialized graph inside a serialized ONNX model: field 7 of ModelProto, a
+    length-delimited protobuf field. Read without the onnx package, which the runtime does not
+    import; the metadata (field 14) lies outside it, so recording the hash there leaves it valid."""
+    data = memoryview(data)
+    position = 0
+    try:
+        while position < len(data):
+            key, position = _varint(data, position)
+            field_number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                _, position = _varint(data, position)
+            elif wire_type in (1, 5):
+                position += 8 if wire_type == 1 else 4
+            elif wire_type == 2:
+                length, position = _varint(data, position)
+                if field_number == 7:
+                    if position + length > len(data):
+                        break
+                    return data[position:position + length]
+                position += length
+            else:
+                break
+    except IndexError:
+        pass
+    raise ModelFileError(f"no complete ONNX graph in these {len(data)} bytes: the file is truncated or not ONNX")
+
+
+def graph_sha256(serialized_graph: bytes | memoryview) -> str:
+    return hashlib.sha256(serialized_graph).hexdigest()
+
+
+def verify_graph(path: str | Path, info: ModelInfo) -> None:
+    """Check an ONNX file's graph (nodes and weights) against the hash the exporter recorded, so a
+    corrupted file (bit flips, a bad copy) is refused instead of fusing wrong. Files exported
+    before the hash was recorded carry none and pass."""
+    if not info.graph_sha256:
+        return
+    actual = graph_sha256(onnx_graph_bytes(Path(path).read_bytes()))
+    if actual != info.graph_sha256:
+        raise ModelFileError(f"{path} is corrupted: its graph and weights hash to {actual[:16]}..., not the "
+                             f"{info.graph_sha256[:16]}... recorded when it was exported; copy or export it again")

@@ -162,3 +162,43 @@ def test_ctrl_c_stops_a_folder_run_promptly_and_skip_existing_resumes(tmp_path):
     assert f"fused {count - len(fused)} of {count - len(fused)} pairs" in result.stdout
     assert len(list(out.glob("*.png"))) == count
     assert all(os.stat(out / name).st_mtime_ns == mtime for name, mtime in before.items())  # left alone
+
+
+def test_a_bit_flipped_model_file_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from mfif.errors import ModelFileError
+    from mfif.runtime import Fuser
+    from mfif.runtime.backends import MODELS_DIR
+
+    shipped = MODELS_DIR / "focusmap.onnx"
+    data = bytearray(shipped.read_bytes())
+    weights = max(onnx.load(str(shipped)).graph.initializer, key=lambda tensor: len(tensor.raw_data)).raw_data
+    start = bytes(data).find(weights)
+    assert start > 0
+    for index in range(5):                               # five float32 values, one low mantissa bit each
+        data[start + 4 * index * 7] ^= 0x01
+    corrupted = tmp_path / "focusmap.onnx"
+    corrupted.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=rf"{corrupted} is corrupted: its graph and weights hash to"):
+        Fuser(corrupted)
+    frames = demo_frames(32, 48)[:2]
+    assert Fuser(shipped)(*frames).shape == frames[0].shape  # the intact file loads
+
+
+def test_export_records_the_graph_hash_that_the_runtime_checks(tmp_path):
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from mfif.export.onnx_export import export_onnx
+    from mfif.runtime.model_info import graph_sha256, onnx_graph_bytes
+    from mfif.train.models import build_model
+
+    output = tmp_path / "tiny.onnx"
+    export_onnx(build_model("focusmap"), output)
+    recorded = {p.key: p.value for p in onnx.load(str(output)).metadata_props}["mfif.graph_sha256"]
+    assert recorded == graph_sha256(onnx_graph_bytes(output.read_bytes()))
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(output.read_bytes()[: output.stat().st_size // 2])
+    from mfif.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="no complete ONNX graph"):
+        onnx_graph_bytes(truncated.read_bytes())

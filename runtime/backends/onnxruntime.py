@@ -23,7 +23,7 @@ from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFi
 from mfif.lazy import require
 from mfif.runtime.backends import InferenceError
 from mfif.runtime.backends.base import Backend
-from mfif.runtime.model_info import ModelInfo
+from mfif.runtime.model_info import ModelInfo, verify_graph
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -167,6 +167,7 @@ class OnnxRuntimeBackend(Backend):
     def _read_info(self) -> ModelInfo:
         """ModelInfo from the file's metadata, checked against (and completed by) its real I/O."""
         info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=str(self.path))
+        verify_graph(self.path, info)
         inputs = {node.name: node for node in self.session.get_inputs()}
         outputs = [node.name for node in self.session.get_outputs()]
         source = inputs.get(info.input_name)
