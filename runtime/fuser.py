@@ -1,10 +1,11 @@
 """``runtime.Fuser``: OpenCV frames in, one all-in-focus frame out.
 
-The per-frame path reuses buffers made for the current frame geometry (sources, output staging,
-padding indices), so a camera loop allocates nothing big per frame, and every step is a handful of
-vectorized numpy calls: scale and transpose into the model's (1, K, C, H, W) float32 layout, pad
-to the model's size multiple by reflection at the bottom and right edges (so nothing shifts), run,
-crop, round and transpose back.
+The per-frame path reuses buffers made for the current frame geometry (the backend's input
+buffer, output staging, padding indices), so a camera loop allocates nothing big per frame, and
+every step is a handful of vectorized numpy calls: scale and transpose straight into the backend's
+(1, K, C, H, W) float32 input (pinned memory on a GPU), pad to the model's size multiple by
+reflection at the bottom and right edges (so nothing shifts), run, then crop, round and transpose
+back from the backend's output views.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from mfif.errors import ConfigError, InputError
 from mfif.runtime.backends import InferenceError, create_backend
+from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo
 
 STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
@@ -54,7 +56,7 @@ class Stats:
 class _Plan:
     """Buffers and padding indices for one frame geometry; rebuilt only when the geometry changes."""
 
-    def __init__(self, key: tuple, info: ModelInfo):
+    def __init__(self, key: tuple, info: ModelInfo, backend: Backend):
         count, height, width, frame_channels, dtype = key
         self.key = key
         self.count, self.height, self.width = count, height, width
@@ -74,7 +76,7 @@ class _Plan:
         self.padded_height = -(-height // multiple) * multiple
         self.padded_width = -(-width // multiple) * multiple
         shape = (1, count, model_channels, self.padded_height, self.padded_width)
-        self.sources = np.zeros(shape, np.float32)
+        self.sources = backend.input_buffer(shape)  # preprocess writes every element, padding included
         self.staging = np.empty((model_channels, self.padded_height, self.padded_width), np.float32)
         self.plane = np.empty((height, width), np.float32)
         # Reflection (without repeating the edge) for the rows and columns added at the bottom/right;
@@ -169,10 +171,11 @@ class Fuser:
     def __init__(self, model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
                  providers: list | None = None, threads: int | None = None, smoothing: float = 0.0,
                  stats_window: int = 100, **backend_options) -> None:
-        self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads,
-                                       **backend_options)
-        self._arguments = (model, backend, dict(device=device, providers=providers, threads=threads,
-                                                stats_window=stats_window, **backend_options))
+        if isinstance(model, Backend):
+            self._backend = model
+        else:
+            self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads,
+                                           **backend_options)
         self.info: ModelInfo = self._backend.info
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
@@ -181,15 +184,11 @@ class Fuser:
         self._frames = 0
 
     def for_another_thread(self) -> "Fuser":
-        """A Fuser for another thread, on the same model with the same options: it shares the loaded
-        model where the backend can (ONNX Runtime: one session, no second load) and has buffers,
-        statistics and smoothing of its own."""
-        model, backend, options = self._arguments
-        twin = self._backend.for_another_thread()
-        if twin is None:
-            return Fuser(model, backend, smoothing=self.smoothing, **options)
+        """A Fuser for another thread on the same loaded model (ONNX Runtime session, TensorRT
+        engine or torch module: not loaded again), with buffers, statistics and smoothing of its
+        own."""
         fuser = copy.copy(self)
-        fuser._backend = twin
+        fuser._backend = self._backend.for_another_thread()
         fuser._plan = None
         fuser._lock = threading.Lock()
         fuser._times = np.zeros_like(self._times)
@@ -277,7 +276,7 @@ class Fuser:
             raise InputError(f"out must be an array of shape {shape} and dtype {dtype}, like the frames; got {_describe(out)}")
         key = (count, height, width, channels, dtype)
         if self._plan is None or self._plan.key != key:
-            self._plan = _Plan(key, self.info)
+            self._plan = _Plan(key, self.info, self._backend)
         plan = self._plan
         self._preprocess(plan, frames)
         prepared = time.perf_counter()
@@ -319,17 +318,17 @@ class Fuser:
                 for c in range(3):
                     np.multiply(frame[:, :, c], scale, out=region[k, c], dtype=np.float32)
         sources = plan.sources
-        if plan.dtype == np.float32:
+        if len(plan.pad_rows):
+            sources[..., height:, :width] = sources[..., plan.pad_rows, :width]
+        if len(plan.pad_cols):
+            sources[..., :, width:] = sources[..., :, plan.pad_cols]
+        if plan.dtype == np.float32:  # the padding repeats inner values: the whole buffer has the frames' range
             low, high = float(sources.min()), float(sources.max())
             if not (-FLOAT_TOLERANCE <= low and high <= 1.0 + FLOAT_TOLERANCE):  # also catches NaN
                 finite = np.isfinite(low) and np.isfinite(high)
                 what = f"values in [{low:.4g}, {high:.4g}]" if finite else "NaN or infinite values"
                 raise InputError(f"float32 frames must hold values in [0, 1]; got {what}. "
                                  "Divide 0..255 data by 255, or pass uint8 frames")
-        if len(plan.pad_rows):
-            sources[..., height:, :width] = sources[..., plan.pad_rows, :width]
-        if len(plan.pad_cols):
-            sources[..., :, width:] = sources[..., :, plan.pad_cols]
 
     def _smooth(self, plan: _Plan, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """EMA of the weight maps, and the fused frame as the weighted sum of the sources."""

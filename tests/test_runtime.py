@@ -3,6 +3,7 @@ bad inputs, threads, stats and the import footprint."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpu_helpers import gpu_missing_reason
 from runtime_helpers import demo_frames, export_onnx, exported, focus_measure_onnx
 
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, MfifError, ModelFileError
@@ -134,7 +136,53 @@ def test_frame_size_changes_and_out_argument(scale4):
         fuser(a, b, out=np.empty((48, 64), np.uint8))
 
 
-def test_per_frame_path_allocates_no_frame_sized_buffers(fuser):
+def _onnxruntime_backend(device: str):
+    from mfif.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    if device == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            pytest.skip("this onnxruntime has no CUDAExecutionProvider (the CPU build)")
+        if gpu_missing_reason():
+            pytest.skip(gpu_missing_reason())
+    return OnnxRuntimeBackend(DEFAULT_MODEL, device=device)
+
+
+def _torch_backend(device: str):
+    torch = pytest.importorskip("torch")
+    from mfif.runtime.backends.torch_backend import TorchBackend
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip(f"torch {torch.__version__} sees no CUDA GPU")
+    return TorchBackend(None, device=device)
+
+
+def _tensorrt_backend(folder: Path):
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("TensorRT is not installed")
+    if gpu_missing_reason():
+        pytest.skip(gpu_missing_reason())
+    from mfif.export.tensorrt_builder import BuildSettings, build_engine
+    from mfif.runtime.backends.tensorrt import TensorRTBackend
+    from mfif.runtime.engine_cache import Profile
+
+    settings = BuildSettings(profiles=[Profile((480, 640), (480, 640), (480, 640))])
+    return TensorRTBackend(build_engine(DEFAULT_MODEL, folder / "focusmap.engine", settings, log=lambda *_: None).engine_path)
+
+
+BACKENDS = {"onnxruntime-cpu": lambda folder: _onnxruntime_backend("cpu"),
+            "torch-cpu": lambda folder: _torch_backend("cpu"),
+            "onnxruntime-cuda": lambda folder: _onnxruntime_backend("cuda"),
+            "torch-cuda": lambda folder: _torch_backend("cuda"),
+            "tensorrt": _tensorrt_backend}
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_per_frame_path_allocates_no_frame_sized_buffers(kind, tmp_path):
+    """tracemalloc sees Python's and numpy's allocations: none may be frame-sized, per frame.
+    (torch's own allocator, which serves the torch model's activations, it does not see.)"""
+    fuser = Fuser(BACKENDS[kind](tmp_path))
     a, b, _ = demo_frames(480, 640)
     out = np.empty_like(a)
     fuser(a, b, out=out)  # first call of this size builds the buffers
@@ -145,6 +193,7 @@ def test_per_frame_path_allocates_no_frame_sized_buffers(fuser):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    fuser.close()
     assert peak < 64 * 1024, f"the per-frame path allocated {peak} bytes (a 640x480 float frame is {640 * 480 * 12})"
 
 
@@ -405,9 +454,10 @@ def test_torch_backend_runs_a_checkpoint_like_the_onnx_model(tmp_path):
     onnx_fused, onnx_weights = Fuser(onnx_path)(a, b, return_weights=True)
     assert np.abs(fused.astype(int) - onnx_fused).max() <= 1
     np.testing.assert_allclose(weights, onnx_weights, atol=1e-4)
-    # The torch backend does not share its model between threads: another Fuser loads it again.
+    # Another thread's Fuser shares the loaded module, with buffers of its own.
     twin = with_torch.for_another_thread()
     assert twin._backend is not with_torch._backend and twin.backend_name == "torch"
+    assert twin._backend.model is with_torch._backend.model
     np.testing.assert_array_equal(twin(a, b), fused)
     with pytest.raises(ConfigError, match=r"backend 'torch' does not take the options \['providers'\]"):
         Fuser(checkpoint, providers=["CPUExecutionProvider"])

@@ -10,12 +10,19 @@ from mfif.runtime.model_info import ModelInfo
 
 
 class Backend(ABC):
-    """Runs one model on one device. Not thread-safe: one backend per Fuser, one Fuser per thread.
+    """Runs one model on one device and owns the frame buffers (as Polygraphy's runners do). Not
+    thread-safe: one backend per Fuser, one Fuser per thread; :meth:`for_another_thread` makes the
+    next one on the same loaded model.
 
-    ``run`` takes the preprocessed sources, float32 (1, K, C, H, W) contiguous, H and W already
-    multiples of ``info.size_multiple``, and returns (fused (1, C, H, W), weights (1, K, H, W) or
-    None) as float32 host arrays. ``last_timings`` holds the milliseconds of the stages the backend
-    can split out ("h2d", "compute", "d2h"), refreshed by every run.
+    Per frame: ``input_buffer(shape)`` gives the float32 (1, K, C, H, W) C-contiguous array to fill
+    (H and W multiples of ``info.size_multiple``; pinned host memory on the GPU backends), kept
+    while the shape holds; ``run(sources)`` runs the model on it and returns (fused (1, C, H, W),
+    weights (1, K, H, W) or None): float32 views of arrays the backend owns, valid until the next
+    ``run``. ``run`` also takes any other array of that layout, copying it into the buffer first.
+    ``last_timings`` holds the milliseconds of the stages the backend can split out ("h2d",
+    "compute", "d2h"), refreshed by every run.
+
+    Inputs are validated by the Fuser; a backend only asserts what it relies on.
     """
 
     name: str = ""
@@ -30,13 +37,26 @@ class Backend(ABC):
         """What actually runs, e.g. 'CPUExecutionProvider' or 'CUDAExecutionProvider (GPU 0)'."""
 
     @abstractmethod
-    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        ...
+    def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The backend's float32 input array of ``shape`` (1, K, C, H, W); the same array while
+        the shape holds."""
 
-    def for_another_thread(self) -> "Backend | None":
-        """A backend on the same loaded model with buffers of its own, for another thread; None when
-        this backend cannot share its model (the caller then loads the model again)."""
-        return None
+    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        assert sources.dtype == np.float32 and sources.ndim == 5, f"sources {sources.dtype} {sources.shape}"
+        assert self.info.has_weight_map or not want_weights, "the Fuser checks that weights exist"
+        buffer = self.input_buffer(sources.shape)
+        if sources is not buffer:
+            np.copyto(buffer, sources)
+        return self._run(buffer, want_weights)
+
+    @abstractmethod
+    def _run(self, sources: np.ndarray, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run on ``sources``, the array :meth:`input_buffer` gave."""
+
+    @abstractmethod
+    def for_another_thread(self) -> "Backend":
+        """A backend on the same loaded model (session, engine or module, not loaded again) with
+        buffers, and on a GPU a stream or context, of its own, for another thread."""
 
     def close(self) -> None:
         """Release device resources; the default has none."""

@@ -155,6 +155,7 @@ class OnnxRuntimeBackend(Backend):
         self.device_id = int(options_used.get("device_id", 0) or 0)
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.info = self._read_info()
+        self._input: np.ndarray | None = None
         self._binding = None
         self._key = None
 
@@ -190,42 +191,48 @@ class OnnxRuntimeBackend(Backend):
 
     def for_another_thread(self) -> "OnnxRuntimeBackend":
         """The same session (ONNX Runtime takes concurrent runs on one session; no second load and
-        graph optimization, one memory arena) with a binding and output buffers of its own."""
+        graph optimization, one memory arena) with a binding and buffers of its own."""
         twin = copy.copy(self)
         twin.last_timings = {}
-        twin._binding = twin._key = None
+        twin._input = twin._binding = twin._key = None
         return twin
 
+    def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Host memory that ONNX Runtime reads in place on the CPU (bound once); on a GPU provider
+        the one host-to-device copy reads it."""
+        if self._input is None or self._input.shape != tuple(shape):
+            self._input = np.empty(shape, np.float32)
+            self._key = None
+        return self._input
+
     def _bind(self, sources: np.ndarray, want_weights: bool) -> None:
-        """(Re)bind inputs and outputs; done only when the shape, buffer or wanted outputs change."""
+        """(Re)bind inputs and outputs; done only when the shape or the wanted outputs change."""
         ort = self._ort
         batch, count, channels, height, width = sources.shape
         shapes = {"fused": (batch, channels, height, width), "weights": (batch, count, height, width)}
         names = ["fused", "weights"] if want_weights else ["fused"]
         binding = self.session.io_binding()
         self._host = {name: np.empty(shapes[name], np.float32) for name in names}
+        self._device_out = {}
         if self.on_gpu:
             self._device_input = ort.OrtValue.ortvalue_from_shape_and_type(sources.shape, np.float32, "cuda", self.device_id)
             binding.bind_ortvalue_input(self.info.input_name, self._device_input)
-            self._device_out = {}
-            for name in names:
+        else:
+            binding.bind_input(self.info.input_name, "cpu", 0, np.float32, list(sources.shape), sources.ctypes.data)
+        for name in names:
+            if self.on_gpu and hasattr(ort, "copy_tensors"):  # onnxruntime >= 1.23: d2h timed on its own
                 value = ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], np.float32, "cuda", self.device_id)
                 binding.bind_ortvalue_output(name, value)
                 self._device_out[name] = value
-            self._host_values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self._host.items()}
-        else:
-            binding.bind_input(self.info.input_name, "cpu", 0, np.float32, list(sources.shape), sources.ctypes.data)
-            for name in names:
+            else:  # ONNX Runtime writes the output straight into the host array
                 binding.bind_output(name, "cpu", 0, np.float32, list(shapes[name]), self._host[name].ctypes.data)
+        self._copies = ([ort.OrtValue.ortvalue_from_numpy(self._host[name]) for name in self._device_out],
+                        list(self._device_out.values()))
         self._binding = binding
-        self._key = (sources.shape, sources.ctypes.data, want_weights)
+        self._key = (sources.shape, want_weights)
 
-    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        if want_weights and not self.info.has_weight_map:
-            raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)})")
-        if not (sources.dtype == np.float32 and sources.flags.c_contiguous):
-            raise ValueError("sources must be a C-contiguous float32 array")  # a Fuser bug, not a user error
-        if self._key != (sources.shape, sources.ctypes.data, want_weights):
+    def _run(self, sources: np.ndarray, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._key != (sources.shape, want_weights):
             self._bind(sources, want_weights)
         start = time.perf_counter()
         if self.on_gpu:
@@ -237,13 +244,9 @@ class OnnxRuntimeBackend(Backend):
             raise InferenceError(f"ONNX Runtime failed to run {self.path.name} on sources of shape {sources.shape}: "
                                  f"{exc}") from exc
         computed = time.perf_counter()
-        if self.on_gpu:
-            names = list(self._device_out)
-            if hasattr(self._ort, "copy_tensors"):  # onnxruntime >= 1.23: copy into the preallocated host arrays
-                self._ort.copy_tensors([self._device_out[n] for n in names], [self._host_values[n] for n in names])
-            else:
-                for name in names:
-                    np.copyto(self._host[name], self._device_out[name].numpy())
+        if self._device_out:
+            host, device = self._copies
+            self._ort.copy_tensors(device, host)
         done = time.perf_counter()
         self.last_timings = {"h2d": (uploaded - start) * 1e3, "compute": (computed - uploaded) * 1e3,
                              "d2h": (done - computed) * 1e3}

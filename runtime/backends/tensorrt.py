@@ -3,14 +3,18 @@ cuda-python. TensorRT and cuda-python are imported when a backend is made, never
 
 Before anything is deserialized, the engine file is checked against its record (size and sha256,
 so a truncated or corrupted file is an error, not a crash) and the record's cache key against this
-TensorRT version and GPU. One execution context per backend (one backend per Fuser). Host buffers
-are pinned, device buffers are sized for the profiles' max, copies are asynchronous on one stream,
-and the context's profile, input shape and tensor addresses are re-set only when they change.
-Every CUDA and TensorRT call's result is checked.
+TensorRT version and GPU. One execution context per backend (one backend per Fuser;
+``for_another_thread`` adds a context on the same engine). Host buffers are pinned and sized, like
+the device buffers, for the profiles' max: the Fuser preprocesses straight into the pinned input,
+and reads the fused frame from the pinned output, so a frame moves three times (host to device,
+device to host, and the weights when asked for) and nothing is allocated per frame. Copies are
+asynchronous on one stream, and the context's profile, input shape and tensor addresses are re-set
+only when they change. Every CUDA and TensorRT call's result is checked.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -110,8 +114,8 @@ class TensorRTBackend(Backend):
 
     ``device``: 'cuda' or 'cuda:N' (default GPU 0). ``profile`` pins one optimization profile by
     index (default: per frame, the profile whose range holds the frame and whose opt size is
-    nearest). ``run`` takes host arrays; ``run_device`` takes device memory the caller already has
-    (zero-copy input).
+    nearest). ``run`` takes host arrays (best: the pinned :meth:`input_buffer`); ``run_device``
+    takes device memory the caller already has (zero-copy input).
     """
 
     name = "tensorrt"
@@ -153,6 +157,7 @@ class TensorRTBackend(Backend):
                              f"profile(s), indices 0..{len(self.profiles) - 1}")
         self._pinned_profile = None if profile is None else int(profile)
         self._allocated: list = []
+        self._thread: int | None = None   # the thread that last ran; CUDA's current device is per thread
         self._closed = False
         try:
             self._allocate()
@@ -167,11 +172,15 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if inputs != [self.info.input_name] or "fused" not in outputs:
-            raise ModelFileError(f"engine {self.path} has inputs {inputs} and outputs {outputs}; expected input "
-                                 f"{self.info.input_name!r} and output 'fused' (its record does not match it)")
+        if inputs != [self.info.input_name] or sorted(outputs) != sorted(self.info.output_names):
+            raise ModelFileError(f"engine {self.path} has inputs {inputs} and outputs {outputs}; its record says input "
+                                 f"{self.info.input_name!r} and outputs {list(self.info.output_names)}; rebuild it")
         self.input_name, self.output_names = inputs[0], outputs
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        other = {n: str(dtype) for n, dtype in self._dtypes.items() if dtype != np.float32}
+        if other:
+            raise ModelFileError(f"engine {self.path} has tensors {other}; the runtime feeds and reads float32 (FP16 and "
+                                 "INT8 models keep float32 inputs and outputs): rebuild it from the ONNX with 'mfif build'")
         count = engine.num_optimization_profiles
         self.profiles = [Profile.from_shapes(*(tuple(d) for d in engine.get_tensor_profile_shape(self.input_name, i)))
                          for i in range(count)]
@@ -181,6 +190,7 @@ class TensorRTBackend(Backend):
 
     def _allocate(self) -> None:
         cb = self._cb
+        cb.set_device(self.gpu.index)
         self._stream = cb.Stream()
         self._allocated.append(self._stream)
         self._timer = cb.Timer(self._stream, STAGES)
@@ -212,6 +222,7 @@ class TensorRTBackend(Backend):
             self._allocated.append(self._device[name])
         self._bindings = Bindings()
         self._out_shapes: dict[str, tuple[int, ...]] = {}
+        self._input: np.ndarray | None = None
 
     def _check(self, ok, what: str) -> None:
         if not ok:
@@ -234,9 +245,41 @@ class TensorRTBackend(Backend):
                              f"{len(self.profiles)} profile(s), or rebuild the engine with a wider range")
         return self._pinned_profile
 
-    def _bind(self, shape: tuple[int, ...], input_ptr: int) -> None:
+    def for_another_thread(self) -> "TensorRTBackend":
+        """A new execution context on the same deserialized engine, with its own stream and
+        buffers (TensorRT runs several contexts of one engine at once)."""
+        self._check_open()
+        twin = copy.copy(self)
+        twin.last_timings = {}
+        twin._allocated = []
+        twin._thread = None
+        try:
+            twin._allocate()
+        except BaseException:
+            twin.close()
+            raise
+        return twin
+
+    def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A view of the pinned input buffer; a frame outside the engine's profiles is an
+        InputError that names their ranges."""
+        self._check_open()
+        shape = tuple(int(s) for s in shape)
+        if self._input is None or self._input.shape != shape:
+            self._choose(shape)
+            self._input = self._host[self.input_name].view(shape)
+        return self._input
+
+    def _check_open(self) -> None:
         if self._closed:
             raise BackendUnavailableError(f"TensorRT backend for {self.path} is closed; make a new one")
+
+    def _bind(self, shape: tuple[int, ...], input_ptr: int) -> None:
+        self._check_open()
+        thread = threading.get_ident()
+        if thread != self._thread:
+            self._cb.set_device(self.gpu.index)
+            self._thread = thread
         profile = self._choose(shape)
         addresses = {self.input_name: input_ptr, **{n: self._device[n].ptr for n in self.output_names}}
         actions = self._bindings.plan(profile, shape, addresses)
@@ -264,31 +307,23 @@ class TensorRTBackend(Backend):
         self._check(self._context.execute_async_v3(self._stream.ptr), "execute_async_v3")
 
     def _fetch(self, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Queue the device-to-host copies, wait for the stream, return float32 copies."""
-        names = ["fused"] + (["weights"] if want_weights and "weights" in self.output_names else [])
+        """Queue the device-to-host copies into the pinned outputs, wait for the stream, return
+        views of them (valid until the next run)."""
+        names = ["fused", "weights"] if want_weights else ["fused"]
         views = {}
         for name in names:
-            shape = self._out_shapes[name]
-            view = self._host[name].view(shape)
+            view = self._host[name].view(self._out_shapes[name])
             self._stream.to_host(self._host[name], self._device[name], view.nbytes)
             views[name] = view
         self._timer.mark(3)
         self._stream.synchronize()
         self.last_timings = self._timer.elapsed()
-        fused = views["fused"].astype(np.float32, copy=True)  # the pinned buffers are reused by the next run
-        weights = views["weights"].astype(np.float32, copy=True) if "weights" in views else None
-        return fused, weights
+        return views["fused"], views.get("weights")
 
-    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        if not isinstance(sources, np.ndarray) or sources.ndim != 5 or sources.dtype != np.float32:
-            got = f"{sources.dtype} {sources.shape}" if isinstance(sources, np.ndarray) else type(sources).__name__
-            raise InputError(f"TensorRT backend takes float32 sources of shape (1, K, C, H, W), got {got}")
-        shape = tuple(int(s) for s in sources.shape)
-        self._bind(shape, self._device[self.input_name].ptr)
-        host_in = self._host[self.input_name].view(shape)
-        np.copyto(host_in, sources, casting="same_kind")
+    def _run(self, sources: np.ndarray, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        self._bind(sources.shape, self._device[self.input_name].ptr)
         self._timer.mark(0)
-        self._stream.to_device(self._device[self.input_name], self._host[self.input_name], host_in.nbytes)
+        self._stream.to_device(self._device[self.input_name], self._host[self.input_name], sources.nbytes)
         self._timer.mark(1)
         self._execute()
         self._timer.mark(2)
@@ -301,6 +336,7 @@ class TensorRTBackend(Backend):
         engine input's dtype (float32). Returns host arrays like ``run``, or with
         ``copy_to_host=False`` DeviceViews of the backend's output buffers (valid until the next run;
         ``cupy.asarray(view)`` wraps one without a copy)."""
+        assert self.info.has_weight_map or not want_weights, "the caller checks that weights exist"
         ptr, shape, producer = self._cb.device_pointer(sources, shape, self._dtypes[self.input_name])
         if len(shape) != 5:
             raise InputError(f"TensorRT backend takes sources of shape (1, K, C, H, W), got {shape}")
@@ -325,6 +361,7 @@ class TensorRTBackend(Backend):
         if self._closed:
             return
         self._closed = True
+        self._input = None  # a view of pinned memory freed below
         try:
             self._stream.synchronize()
         except Exception:  # a failed device: free what can be freed anyway

@@ -7,6 +7,7 @@ and only when it is chosen. A deployed box uses the ONNX file with ONNX Runtime 
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class TorchBackend(Backend):
             channels=getattr(model, "channels", 0), num_inputs=model.num_inputs or 0,
             size_multiple=model.size_multiple, checkpoint_sha256=checkpoint.sha256, config=dict(model.config),
         )
-        self._shape = None
+        self._input: np.ndarray | None = None
 
     @property
     def device(self) -> str:
@@ -73,15 +74,30 @@ class TorchBackend(Backend):
             return f"torch CUDA (GPU {index}: {torch.cuda.get_device_name(index)}, {'FP16' if self.fp16 else 'FP32'})"
         return f"torch CPU ({torch.get_num_threads()} threads, FP32)"
 
-    def _allocate(self, sources: np.ndarray, want_weights: bool) -> None:
-        """Device buffers and pinned host buffers for the outputs, kept while the shape holds."""
-        torch = self._torch
-        batch, count, channels, height, width = sources.shape
-        dtype = torch.float16 if self.fp16 else torch.float32
-        self._input = torch.empty(sources.shape, dtype=dtype, device=self._device)
-        self._host_fused = torch.empty((batch, channels, height, width), dtype=torch.float32, pin_memory=True)
-        self._host_weights = torch.empty((batch, count, height, width), dtype=torch.float32, pin_memory=True)
-        self._shape = sources.shape
+    def for_another_thread(self) -> "TorchBackend":
+        """The same module (inference only reads its parameters) with buffers of its own."""
+        twin = copy.copy(self)
+        twin.last_timings = {}
+        twin._input = None
+        return twin
+
+    def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """On the CPU an array the model reads in place (torch.from_numpy shares it); on CUDA a
+        view of pinned host memory, plus the device input and pinned outputs of that shape."""
+        shape = tuple(shape)
+        if self._input is None or self._input.shape != shape:
+            torch = self._torch
+            host = torch.empty(shape, dtype=torch.float32, pin_memory=self._device.type == "cuda")
+            self._host_input = host
+            self._input = host.numpy()
+            if self._device.type == "cuda":
+                batch, count, channels, height, width = shape
+                self._device_input = torch.empty(shape, dtype=torch.float16, device=self._device)
+                self._host_out = {name: torch.empty(out_shape, dtype=torch.float32, pin_memory=True)
+                                  for name, out_shape in (("fused", (batch, channels, height, width)),
+                                                          ("weights", (batch, count, height, width)))}
+                self._host_views = {name: tensor.numpy() for name, tensor in self._host_out.items()}
+        return self._input
 
     def _forward(self, x, want_weights: bool):
         if self.info.has_weight_map:
@@ -89,33 +105,31 @@ class TorchBackend(Backend):
             return fused, (weights if want_weights else None)
         return self.model(x), None
 
-    def run(self, sources: np.ndarray, want_weights: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, sources: np.ndarray, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self._torch
-        if want_weights and not self.info.has_weight_map:
-            raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)})")
         try:
             with torch.inference_mode():
                 if self._device.type == "cpu":
                     start = time.perf_counter()
-                    fused, weights = self._forward(torch.from_numpy(sources), want_weights)
+                    fused, weights = self._forward(self._host_input, want_weights)
                     computed = time.perf_counter()
                     self.last_timings = {"h2d": 0.0, "compute": (computed - start) * 1e3, "d2h": 0.0}
                     return fused.numpy(), (weights.numpy() if weights is not None else None)
-                if self._shape != sources.shape:
-                    self._allocate(sources, want_weights)
+                # non_blocking: the FP32 -> FP16 conversions run on the GPU (a blocking copy converts on the CPU)
                 start = time.perf_counter()
-                self._input.copy_(torch.from_numpy(sources))
+                self._device_input.copy_(self._host_input, non_blocking=True)
                 torch.cuda.synchronize(self._device)
                 uploaded = time.perf_counter()
-                fused, weights = self._forward(self._input, want_weights)
+                fused, weights = self._forward(self._device_input, want_weights)
                 torch.cuda.synchronize(self._device)
                 computed = time.perf_counter()
-                self._host_fused.copy_(fused)
+                self._host_out["fused"].copy_(fused, non_blocking=True)
                 if weights is not None:
-                    self._host_weights.copy_(weights)
+                    self._host_out["weights"].copy_(weights, non_blocking=True)
+                torch.cuda.synchronize(self._device)
                 done = time.perf_counter()
         except RuntimeError as exc:
             raise InferenceError(f"torch failed to run {self.info.model} on sources of shape {sources.shape}: {exc}") from exc
         self.last_timings = {"h2d": (uploaded - start) * 1e3, "compute": (computed - uploaded) * 1e3,
                              "d2h": (done - computed) * 1e3}
-        return self._host_fused.numpy(), (self._host_weights.numpy() if weights is not None else None)
+        return self._host_views["fused"], (self._host_views["weights"] if weights is not None else None)
