@@ -108,7 +108,6 @@ def arithmetic_floor_ms(macs_per_pixel: float, height: int, width: int, macs_per
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
+    from mfif.files import write_bytes_atomic
+
+    return write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())

@@ -1,7 +1,9 @@
 """Soak test of the streaming pipeline: many frames from a generated video pair through
 ``Fuser.stream`` on the CPU. Prints whether resident memory grew (after warm-up), whether the file
 source dropped frames (it never may), and whether latency stayed stable from the first to the last
-thousand frames. Writes the figures as JSON.
+thousand frames. Stability is judged on the median, which a shared or throttled CPU moves by a few
+percent; the p99, which such a machine moves by tens of percent from one block to the next, is
+reported beside it. Writes the figures as JSON.
 
     python -m mfif.benchmarks.soak --frames 10000
 """
@@ -17,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mfif.benchmarks.latency import parse_resolution
 from mfif.benchmarks.report import latency_summary, machine_description, write_json
+from mfif.errors import ConfigError
 
 MEMORY_GROWTH_LIMIT = 0.05   # resident memory after warm-up may grow less than 5%
-P99_DRIFT_LIMIT = 0.25       # the last thousand frames' p99 within 25% of the first thousand's
+MEDIAN_DRIFT_LIMIT = 0.15    # the last thousand frames' median within 15% of the first thousand's
 
 
 def resident_mb() -> float:
@@ -82,14 +86,14 @@ def soak(frames: int, height: int, width: int, warmup: int, model: str | None, t
     block = min(1000, max(1, count // 2))
     first, last_block = latency_summary(fuse_ms[:block]), latency_summary(fuse_ms[-block:])
     growth = memory["end_mb"] / memory.get("after_warmup_mb", memory["end_mb"]) - 1.0
-    drift = last_block["p99"] / first["p99"] - 1.0
+    drift = last_block["median"] / first["median"] - 1.0
     return {
         "frames_written": frames, "frames_fused": count, "dropped": stats["dropped"], "resolution": [width, height],
         "memory": {**memory, "growth": growth}, "fuse_ms_first_block": first, "fuse_ms_last_block": last_block,
-        "p99_drift": drift, "interval_ms": latency_summary(interval_ms[1:] or interval_ms),
+        "median_drift": drift, "p99_drift": last_block["p99"] / first["p99"] - 1.0, "interval_ms": latency_summary(interval_ms[1:] or interval_ms),
         "end_to_end_fps": stats["fps"],
         "pass": {"memory": growth < MEMORY_GROWTH_LIMIT, "no_drops": stats["dropped"] == 0 and count == frames,
-                 "p99_stable": abs(drift) <= P99_DRIFT_LIMIT},
+                 "latency_stable": abs(drift) <= MEDIAN_DRIFT_LIMIT},
     }
 
 
@@ -102,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--json", type=Path, default=Path("bench/soak.json"))
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    try:
+        height, width = parse_resolution(args.resolution)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.frames < 2 * args.warmup or args.warmup < 1:
         parser.error(f"--frames ({args.frames}) must be at least twice --warmup ({args.warmup}), and --warmup >= 1")
     result = soak(args.frames, height, width, args.warmup, args.model, args.threads)
@@ -112,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nframes fused {result['frames_fused']} of {result['frames_written']}, dropped {result['dropped']}")
     print(f"resident memory after warm-up {memory.get('after_warmup_mb', 0):.1f} MiB, at the end {memory['end_mb']:.1f} MiB "
           f"(growth {memory['growth']:+.2%}, limit {MEMORY_GROWTH_LIMIT:.0%})")
-    print(f"fuse latency p99: first block {first['p99']:.2f} ms, last block {last['p99']:.2f} ms (drift {result['p99_drift']:+.1%}); "
-          f"median {first['median']:.2f} -> {last['median']:.2f} ms")
+    print(f"fuse latency median: first block {first['median']:.2f} ms, last block {last['median']:.2f} ms "
+          f"(drift {result['median_drift']:+.1%}, limit {MEDIAN_DRIFT_LIMIT:.0%}); "
+          f"p99 {first['p99']:.2f} -> {last['p99']:.2f} ms ({result['p99_drift']:+.1%}, not gated)")
     print(f"end-to-end {result['end_to_end_fps']:.1f} fused frames/s")
     verdict = result["pass"]
     print("PASS" if all(verdict.values()) else f"FAIL: {[k for k, v in verdict.items() if not v]}")

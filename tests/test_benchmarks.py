@@ -95,6 +95,19 @@ def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
     assert result["memory"]["end_mb"] > 0 and "growth" in result["memory"]
     assert result["fuse_ms_first_block"]["count"] == 20 == result["fuse_ms_last_block"]["count"]
     assert "dropped 0" in capsys.readouterr().out
+    first, last = result["fuse_ms_first_block"]["median"], result["fuse_ms_last_block"]["median"]
+    assert result["median_drift"] == pytest.approx(last / first - 1.0)
+    assert result["pass"]["latency_stable"] == (abs(last / first - 1.0) <= 0.15)
+
+
+@pytest.mark.parametrize("resolution", ["abc", "0x0", "320x"])
+def test_soak_rejects_a_bad_resolution_clearly(resolution, capsys):
+    from mfif.benchmarks.soak import main as soak_main
+
+    with pytest.raises(SystemExit) as ended:
+        soak_main(["--frames", "40", "--warmup", "10", "--resolution", resolution])
+    assert ended.value.code == 2
+    assert f"resolution {resolution!r} is" in capsys.readouterr().err
 
 
 def test_versus_enfuse_times_both_sides_on_a_small_folder(tmp_path, capsys):
