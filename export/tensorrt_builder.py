@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mfif.errors import ConfigError, MfifError, ModelFileError
+from mfif.errors import ConfigError, EngineBuildError, ModelFileError
 from mfif.hashing import sha256_file
 from mfif.lazy import require
 from mfif.runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
@@ -30,10 +30,6 @@ from mfif.runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")
 HARDWARE_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
-
-
-class EngineBuildError(MfifError):
-    """TensorRT could not parse the ONNX file or build an engine from it."""
 
 
 # ------------------------------------------------------------------------------------ the ONNX side

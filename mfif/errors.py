@@ -33,3 +33,19 @@ class SourceError(MfifError):
 class RigError(ConfigError):
     """A rig file (alignment transforms) that is missing, malformed, of an unknown version, or made
     for other sources or another frame size than the frames given."""
+
+
+class InferenceError(MfifError, RuntimeError):
+    """A backend failed to run the model on given inputs, or produced non-finite values."""
+
+
+class CudaError(MfifError, RuntimeError):
+    """A CUDA runtime call that failed (out of memory, invalid value, a lost device)."""
+
+
+class EngineMismatchError(ModelFileError):
+    """An engine built for another TensorRT version, GPU, model file or profile."""
+
+
+class EngineBuildError(MfifError):
+    """TensorRT could not parse the ONNX file or build an engine from it."""

@@ -2,8 +2,7 @@
 (ONNX Runtime), a TensorRT engine, or a training checkpoint (torch, development). It imports numpy
 and the chosen backend only; OpenCV only where video or image files are read."""
 
-from mfif.runtime.backends import InferenceError
 from mfif.runtime.fuser import Fuser, Stats
 from mfif.runtime.model_info import ModelInfo
 
-__all__ = ["Fuser", "Stats", "ModelInfo", "InferenceError"]
+__all__ = ["Fuser", "Stats", "ModelInfo"]

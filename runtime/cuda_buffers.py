@@ -14,14 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfif.errors import BackendUnavailableError, InputError, MfifError
+from mfif.errors import BackendUnavailableError, CudaError, InputError
 
 EXTRA = "tensorrt"
 PURPOSE = "CUDA buffers for TensorRT engines; on a Jetson: pip install 'mfif[jetson]' and use JetPack's TensorRT"
-
-
-class CudaError(MfifError, RuntimeError):
-    """A CUDA runtime call that failed (out of memory, invalid value, a lost device)."""
 
 
 _CUDART = None

@@ -29,10 +29,6 @@ DEFAULT_OPT_HW = (720, 1280)
 DEFAULT_MAX_HW = (1080, 1920)
 
 
-class EngineMismatchError(ModelFileError):
-    """An engine built for another TensorRT version, GPU, model file or profile."""
-
-
 # ----------------------------------------------------------------------------------------- profiles
 
 

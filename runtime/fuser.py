@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mfif.errors import ConfigError, InputError
-from mfif.runtime.backends import InferenceError, create_backend
+from mfif.errors import ConfigError, InferenceError, InputError
+from mfif.runtime.backends import create_backend
 from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo
 

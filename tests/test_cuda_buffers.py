@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfif.errors import BackendUnavailableError, InputError
+from mfif.errors import BackendUnavailableError, CudaError, InputError
 
 from gpu_helpers import HAVE_CUDA_PYTHON, gpu_missing_reason  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_cuda_error_paths_name_the_call():
 
     gpu = cb.gpu_info(0)
     assert gpu.name and gpu.compute_capability.count(".") == 1 and gpu.memory_bytes > 0
-    with pytest.raises(cb.CudaError, match=r"cudaMalloc\(\d+ bytes\) failed: cudaErrorMemoryAllocation"):
+    with pytest.raises(CudaError, match=r"cudaMalloc\(\d+ bytes\) failed: cudaErrorMemoryAllocation"):
         cb.DeviceBuffer(1 << 52)   # 4 PiB
     with pytest.raises(BackendUnavailableError, match="does not exist"):
         cb.gpu_info(10_000)

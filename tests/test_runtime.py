@@ -324,7 +324,7 @@ def test_a_model_that_gives_nan_is_an_error_not_garbage(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from mfif.runtime import InferenceError
+    from mfif.errors import InferenceError
     from mfif.runtime.model_info import ModelInfo
 
     nodes = [helper.make_node("ReduceMean", ["sources"], ["mean"], axes=[1], keepdims=0),

@@ -14,10 +14,10 @@ import pytest
 
 from gpu_helpers import gpu_missing_reason
 from mfif.cli import main as mfif_main
-from mfif.errors import BackendUnavailableError, ConfigError, InputError, ModelFileError
+from mfif.errors import BackendUnavailableError, ConfigError, EngineMismatchError, InputError, ModelFileError
 from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
 from mfif.runtime.backends.tensorrt import Bindings
-from mfif.runtime.engine_cache import (EngineKey, EngineMismatchError, EngineRecord, Profile, choose_profile,
+from mfif.runtime.engine_cache import (EngineKey, EngineRecord, Profile, choose_profile,
                                   default_profile, load_verified, make_profiles, read_record, record_path,
                                   runtime_problems, sha256_bytes, write_engine)
 from mfif.runtime.model_info import ModelInfo

@@ -22,12 +22,9 @@ import importlib
 import inspect
 from pathlib import Path
 
-from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFileError
+from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
 from mfif.runtime.backends.base import Backend
 
-
-class InferenceError(MfifError, RuntimeError):
-    """A backend failed to run the model on given inputs, or produced non-finite values."""
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "mfif.runtime.backends.onnxruntime:OnnxRuntimeBackend",

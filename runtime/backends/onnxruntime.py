@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.errors import BackendUnavailableError, ConfigError, MfifError, ModelFileError
+from mfif.errors import BackendUnavailableError, ConfigError, InferenceError, MfifError, ModelFileError
 from mfif.lazy import require
-from mfif.runtime.backends import InferenceError
 from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo, verify_graph
 

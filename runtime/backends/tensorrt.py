@@ -19,11 +19,11 @@ import threading
 
 import numpy as np
 
-from mfif.errors import BackendUnavailableError, ConfigError, InputError, ModelFileError
+from mfif.errors import (BackendUnavailableError, ConfigError, CudaError, EngineMismatchError, InferenceError,
+                         InputError, ModelFileError)
 from mfif.lazy import require
-from mfif.runtime.backends import InferenceError
 from mfif.runtime.backends.base import Backend
-from mfif.runtime.engine_cache import EngineMismatchError, Profile, choose_profile, load_verified, runtime_problems
+from mfif.runtime.engine_cache import Profile, choose_profile, load_verified, runtime_problems
 
 MIN_TENSORRT = 10
 STAGES = ("h2d", "compute", "d2h")
@@ -197,7 +197,7 @@ class TensorRTBackend(Backend):
         self._allocated.append(self._timer)
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise cb.CudaError(f"TensorRT could not create an execution context for {self.path} (out of GPU "
+            raise CudaError(f"TensorRT could not create an execution context for {self.path} (out of GPU "
                                f"memory?): {self._logger.take_errors()}")
         # Size every buffer for the largest shape any profile allows.
         largest = dict.fromkeys([self.input_name, *self.output_names], 0)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
+from mfif.errors import BackendUnavailableError, ConfigError, InferenceError, ModelFileError
 from mfif.lazy import require
-from mfif.runtime.backends import InferenceError
 from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo
 
