@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mfif.export.cli", "export a checkpoint to ONNX (FP32 or FP16), dynamic height and width"),
     "calibrate": ("mfif.calibration.cli", "make a calibrated INT8 (Q/DQ) ONNX and its accuracy report"),
     "build": ("mfif.export.build_cli", "build a TensorRT engine from an ONNX file"),
-    "evaluate": ("mfif.benchmarks.quality", "score methods with the fusion metrics over pairs"),
+    "evaluate": ("mfif.evaluation.cli", "score methods with the fusion metrics over pairs"),
     "bench": ("mfif.benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
 }
 

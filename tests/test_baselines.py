@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 
-from mfif.benchmarks.quality import synthetic_pair
 from mfif.evaluation import baselines, enfuse
 from mfif.evaluation.methods import BASELINE_NAMES, get_method, get_methods
 from mfif.errors import BackendUnavailableError, ConfigError, DataError, InputError, ModelFileError
 from mfif.paths import shared_data_dir
+from mfif.scenes import multi_focus, scene
 
 METHODS = sorted(baselines.BASELINES.items())
 IDS = [name for name, _ in METHODS]
@@ -22,6 +22,12 @@ IDS = [name for name, _ in METHODS]
 def psnr(image: np.ndarray, truth: np.ndarray) -> float:
     mse = np.mean((image.astype(np.float64) - truth.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
+def synthetic_pair(seed: int, size: tuple[int, int], colour: bool = True):
+    """A generated scene (the ground truth) and two sources blurred in complementary regions."""
+    truth = scene(*size, seed=seed, colour=colour)
+    return multi_focus(truth, "blobs", seed=seed), truth
 
 
 def random_frames(shape, dtype, count=3, seed=0):

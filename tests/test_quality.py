@@ -1,4 +1,4 @@
-"""The quality benchmark (``mfif evaluate``) end to end on small folders made here, and Piella's
+"""The quality evaluation (``mfif evaluate``) end to end on small folders made here, and Piella's
 Q/Qw."""
 
 from __future__ import annotations
@@ -10,23 +10,24 @@ import cv2
 import numpy as np
 import pytest
 
-from mfif.benchmarks.quality import discover_pairs, evaluate, find_results, folder_items, score, synthetic_pair
+from mfif.evaluation.quality import evaluate
+from mfif.evaluation.scoring import find_results, folder_items, score
 from mfif.evaluation import piella
 from mfif.evaluation.baselines import average
 from mfif.evaluation.methods import Method, get_methods
 from mfif.cli import main
 from mfif.errors import ConfigError, DataError, InputError
+from mfif.imageio import find_pairs, write_pair
+from mfif.scenes import multi_focus, scene
 
 METRICS = ["QG", "PSNR", "PiellaQ"]
 SIZE = (48, 64)
 
 
-def write_pair(folder, name, seed, colour=True, roles=("A", "B"), truth=True, size=SIZE):
-    frames, sharp = synthetic_pair(seed, size, colour=colour)
-    for role, image in zip(roles, frames):
-        cv2.imwrite(str(folder / f"{name}_{role}.png"), image)
-    if truth:
-        cv2.imwrite(str(folder / f"{name}_GT.png"), sharp)
+def make_pair(folder, name, seed, colour=True, roles=("A", "B"), truth=True, size=SIZE):
+    sharp = scene(*size, seed=seed, colour=colour)
+    frames = multi_focus(sharp, "blobs", seed=seed)
+    write_pair(folder, name, frames, sharp if truth else None, roles)
     return frames, sharp
 
 
@@ -36,8 +37,8 @@ def pairs(tmp_path):
     folder = tmp_path / "pairs"
     folder.mkdir()
     for index in range(3):
-        write_pair(folder, f"p{index}", index, colour=index != 1)
-    frames, _ = synthetic_pair(9, SIZE)
+        make_pair(folder, f"p{index}", index, colour=index != 1)
+    frames = multi_focus(scene(*SIZE, seed=9), seed=9)
     cv2.imwrite(str(folder / "sizes_A.png"), frames[0])
     cv2.imwrite(str(folder / "sizes_B.png"), frames[1][:, :-3])
     cv2.imwrite(str(folder / "broken_A.png"), frames[0])
@@ -121,15 +122,15 @@ def test_scoring_existing_results(pairs, tmp_path):
 def test_numbered_layout_and_missing_partner(tmp_path):
     folder = tmp_path / "liu"
     folder.mkdir()
-    write_pair(folder, "g_01", 0, colour=False, roles=("1", "2"), truth=False)
-    write_pair(folder, "g_02", 1, colour=False, roles=("1", "2"), truth=False)
-    assert [p.name for p in discover_pairs(folder)] == ["g_01", "g_02"]
+    make_pair(folder, "g_01", 0, colour=False, roles=("1", "2"), truth=False)
+    make_pair(folder, "g_02", 1, colour=False, roles=("1", "2"), truth=False)
+    assert [p.name for p in find_pairs(folder)] == ["g_01", "g_02"]
     (folder / "g_02_2.png").unlink()
     with pytest.raises(DataError, match="'g_02'.*lacks its _2"):
-        discover_pairs(folder)
+        find_pairs(folder)
     shared = tmp_path / "shared"
     shared.mkdir()
-    write_pair(shared, "x", 0)
+    make_pair(shared, "x", 0)
     (shared / "x_B.png").unlink()
     assert main(["evaluate", str(shared), "--out", str(tmp_path / "o"), "--quiet"]) == 2
 
@@ -140,7 +141,7 @@ def test_degenerate_pairs_are_defined_or_excluded_never_nan(tmp_path):
     for name, shape in {"flat": (40, 40), "thin": (1, 60), "dot": (1, 1), "narrow": (30, 3)}.items():
         for role in "AB":
             cv2.imwrite(str(folder / f"{name}_{role}.png"), np.full(shape, 90, np.uint8))
-    write_pair(folder, "good", 3, truth=False)
+    make_pair(folder, "good", 3, truth=False)
     report = evaluate(folder_items([folder]), get_methods("average,lp,decision"), tmp_path / "out",
                       ["QG", "QMI", "PiellaQ"], progress=False)
     status = {(k[1], k[2]): r["status"] for k, r in report.rows.items()}
@@ -157,7 +158,7 @@ def test_degenerate_pairs_are_defined_or_excluded_never_nan(tmp_path):
 def test_a_method_returning_nan_is_a_failed_row(tmp_path):
     folder = tmp_path / "set"
     folder.mkdir()
-    write_pair(folder, "p", 0)
+    make_pair(folder, "p", 0)
     broken = Method("broken", "broken", lambda frames: np.full(frames[0].shape, np.nan, np.float32))
     wrong = Method("wrong", "wrong", lambda frames: frames[0][:-1])
     report = evaluate(folder_items([folder]), [broken, wrong, *get_methods("average")], tmp_path / "out",
@@ -179,7 +180,7 @@ def test_cli_synthetic_and_paper_tables(tmp_path, capsys):
     classic = tmp_path / "classic"
     classic.mkdir()
     for index, name in enumerate(("clock", "pepsi", "cameraman", "lab")):
-        write_pair(classic, name, index, colour=False, truth=False)
+        make_pair(classic, name, index, colour=False, truth=False)
     paper = tmp_path / "paper"
     assert main(["evaluate", str(classic), "--paper-tables", "--methods", "average", "--out", str(paper),
                  "--quiet", "--grid", "0"]) == 0
@@ -201,14 +202,6 @@ def test_cli_synthetic_and_paper_tables(tmp_path, capsys):
 def test_cli_bad_options(tmp_path, capsys, argv, match):
     assert main(["evaluate", *argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert match in capsys.readouterr().err
-
-
-def test_synthetic_pair_is_complementary():
-    (a, b), truth = synthetic_pair(5, (50, 70))
-    from_a = np.all(a == truth, axis=-1)
-    from_b = np.all(b == truth, axis=-1)
-    assert np.all(from_a | from_b)
-    assert 0.2 < from_a.mean() < 0.8 and 0.2 < from_b.mean() < 0.8
 
 
 def test_piella_indices():
