@@ -20,11 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from mfif.errors import ConfigError, InferenceError, InputError
-from mfif.runtime.backends import create_backend
-from mfif.runtime.backends.base import Backend
+from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
+from mfif.runtime.align import AlignStage, Rig
+from mfif.runtime.backends import load_backend
+from mfif.runtime.backends.base import BACKEND_STAGES, Backend
 from mfif.runtime.model_info import ModelInfo
 
-STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
+STAGES = ("preprocess", *BACKEND_STAGES, "postprocess")
 LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
 CB_SCALE, CR_SCALE = 0.564, 0.713  # Cb = 0.564 (B - Y), Cr = 0.713 (R - Y)
 FLOAT_TOLERANCE = 1.0 / 255.0   # float frames may stray this far outside [0, 1] (rounding)
@@ -145,16 +147,19 @@ class Fuser:
     >>> fused, weights = fuser.fuse([a, b, c], return_weights=True)
 
     ``model``: an ONNX file, a TensorRT engine (``.engine``/``.plan``), a ``.safetensors`` training
-    checkpoint (torch backend, development), or None for the default model. ``backend``: 'auto'
-    (by file type: ONNX Runtime with its best provider, TensorRT for an engine, torch for a
-    checkpoint), 'onnxruntime', 'torch' or 'tensorrt'. ``device``: None (auto), 'cpu', 'cuda' or
-    'cuda:N'; asking for a GPU that cannot be used is an error, never a silent CPU run.
-    ``providers``: ONNX Runtime execution providers, passed through (e.g. a configured
-    TensorrtExecutionProvider). ``threads``: ONNX Runtime intra-op threads (default: physical cores).
+    checkpoint (torch backend, development), None for the default model, or a ready backend with
+    its own options (``Fuser(OnnxRuntimeBackend("m.onnx", threads=1))``, see
+    :mod:`mfif.runtime.backends`). For a path: ``backend`` 'auto' (by file type: ONNX Runtime with
+    its best provider, TensorRT for an engine, torch for a checkpoint), 'onnxruntime', 'torch' or
+    'tensorrt'; ``device`` 'auto', 'cpu', 'cuda' or 'cuda:N' (asking for a GPU that cannot be used
+    is an error, never a silent CPU run).
     ``smoothing``: temporal smoothing of the weight maps for video, 0 (off) to <1 (see
-    :attr:`smoothing`). ``stats_window``: frames averaged in :attr:`stats`. Other keyword options
-    go to the backend as they are (e.g. the TensorRT backend's ``profile``); an option the backend
-    does not take is a ConfigError.
+    :attr:`smoothing`). ``align``: alignment of the sources before fusing (docs/alignment.md):
+    'off' (default), 'each' (estimate on every frame set: stills, stacks), 'once' (estimate on the
+    first frame set, then keep it: rigs, streams; :meth:`realign` re-estimates), a rig file from
+    ``mfif align`` or a :class:`~mfif.runtime.align.Rig`; the output is in the reference's frame
+    (A of a pair, the middle frame of a stack). ``align_model``: 'translation', 'similarity'
+    (default), 'affine' or 'homography'. ``stats_window``: frames averaged in :attr:`stats`.
 
     Frames keep their dtype and shape: the result of uint8 HxWx3 frames is uint8 HxWx3. A grey
     frame given to a colour-only model is copied into the 3 channels and the result turned back to
@@ -165,17 +170,20 @@ class Fuser:
     Thread safety: one Fuser per thread. An instance reuses its buffers across calls, so it must
     not be used by two threads at once (that raises ConfigError); separate instances in separate
     threads are independent. :meth:`for_another_thread` makes the one for the next thread without
-    loading the model again (ONNX Runtime).
+    loading the model again.
     """
 
-    def __init__(self, model: str | Path | None = None, backend: str = "auto", *, device: str | None = None,
-                 providers: list | None = None, threads: int | None = None, smoothing: float = 0.0,
-                 stats_window: int = 100, **backend_options) -> None:
+    def __init__(self, model: str | Path | Backend | None = None, *, backend: str = "auto", device: str = "auto",
+                 smoothing: float = 0.0, stats_window: int = 100, align: str | Path | Rig = "off",
+                 align_model: str = DEFAULT_ALIGN_MODEL) -> None:
+        self._alignment = AlignStage(align, align_model)
         if isinstance(model, Backend):
+            if backend != "auto" or device != "auto":
+                raise ConfigError(f"a ready backend runs where it was made ({model.name} on {model.device}); leave out "
+                                  f"backend={backend!r} and device={device!r}, or pass a model path instead")
             self._backend = model
         else:
-            self._backend = create_backend(model, backend, device=device, providers=providers, threads=threads,
-                                           **backend_options)
+            self._backend = load_backend(model, backend, device)
         self.info: ModelInfo = self._backend.info
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
@@ -189,6 +197,7 @@ class Fuser:
         own."""
         fuser = copy.copy(self)
         fuser._backend = self._backend.for_another_thread()
+        fuser._alignment = self._alignment.for_another_thread()
         fuser._plan = None
         fuser._lock = threading.Lock()
         fuser._times = np.zeros_like(self._times)
@@ -246,6 +255,26 @@ class Fuser:
         if self._plan is not None:
             self._plan.smoothed = None
 
+    # ---- alignment ---------------------------------------------------------------------------
+    @property
+    def align(self) -> str:
+        """'off', 'each', 'once' or 'rig'; assign any value ``Fuser(align=...)`` takes."""
+        return self._alignment.mode
+
+    @align.setter
+    def align(self, value: str | Path | Rig) -> None:
+        self._alignment = AlignStage(value, self._alignment.model)
+
+    @property
+    def alignment(self) -> AlignStage:
+        """The alignment stage: its ``rig`` (the transforms in use, after the first frame set),
+        ``coverage`` and ``common_area()`` (the rectangle every source covers, for cropping)."""
+        return self._alignment
+
+    def realign(self) -> None:
+        """Estimate the alignment afresh from the next frame set (a rig that moved)."""
+        self._alignment.realign()
+
     # ---- fusing ----------------------------------------------------------------------------
     def __call__(self, a: np.ndarray, b: np.ndarray, *more: np.ndarray, return_weights: bool = False,
                  out: np.ndarray | None = None):
@@ -271,6 +300,7 @@ class Fuser:
         if return_weights and not self.info.has_weight_map:
             raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)}); "
                               "use a weight-map model such as focusmap, or return_weights=False")
+        frames = self._alignment(frames)  # the sources in the reference's frame (unchanged when off)
         shape = frames[0].shape
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype):
             raise InputError(f"out must be an array of shape {shape} and dtype {dtype}, like the frames; got {_describe(out)}")
@@ -281,10 +311,20 @@ class Fuser:
         self._preprocess(plan, frames)
         prepared = time.perf_counter()
 
-        fused, weights = self._backend.run(plan.sources, return_weights or bool(self._smoothing))
+        # Pixels an aligned source does not cover hold the reference's values; with 3+ sources their
+        # weight is moved to the covering sources and the frame blended again.
+        coverage = self._alignment.coverage if self.info.has_weight_map else None
+        reblend = coverage is not None and count > 2 and not self._smoothing
+        fused, weights = self._backend.run(plan.sources, return_weights or bool(self._smoothing) or reblend)
         transfer = self._backend.last_timings
         ran = time.perf_counter()
 
+        if coverage is not None and weights is not None:
+            if not weights.flags.writeable:
+                weights = weights.copy()
+            self._alignment.mask_weights(weights[0, :, :height, :width])
+            if reblend:
+                fused = self._blend(plan, weights)
         if self._smoothing:
             fused, weights = self._smooth(plan, weights)
         if out is None:
@@ -294,8 +334,8 @@ class Fuser:
         end = time.perf_counter()
 
         row = self._times[self._frames % len(self._times)]
-        row[:] = ((prepared - start) * 1e3, transfer.get("h2d", 0.0), transfer.get("compute", 0.0),
-                  transfer.get("d2h", 0.0), (end - ran) * 1e3, (end - start) * 1e3)
+        row[:] = ((prepared - start) * 1e3, *(transfer.get(stage, 0.0) for stage in BACKEND_STAGES),
+                  (end - ran) * 1e3, (end - start) * 1e3)
         self._frames += 1
         return result
 
@@ -335,17 +375,22 @@ class Fuser:
         if plan.smoothed is None:
             plan.smoothed = weights.copy()
             plan.fresh = np.empty_like(weights)
-            plan.product = np.empty(plan.sources.shape[2:], np.float32)
         else:
             plan.smoothed *= np.float32(self._smoothing)
             np.multiply(weights, np.float32(1.0 - self._smoothing), out=plan.fresh)
             plan.smoothed += plan.fresh
+        return self._blend(plan, plan.smoothed), plan.smoothed
+
+    def _blend(self, plan: _Plan, weights: np.ndarray) -> np.ndarray:
+        """The fused frame (1, C, Hp, Wp) as the sum of the sources weighted by ``weights``."""
+        if plan.product is None:
+            plan.product = np.empty(plan.sources.shape[2:], np.float32)
         fused = plan.staging  # (C, Hp, Wp); postprocess reads it before overwriting it in place
-        np.multiply(plan.sources[0, 0], plan.smoothed[0, 0], out=fused)
+        np.multiply(plan.sources[0, 0], weights[0, 0], out=fused)
         for k in range(1, plan.count):
-            np.multiply(plan.sources[0, k], plan.smoothed[0, k], out=plan.product)
+            np.multiply(plan.sources[0, k], weights[0, k], out=plan.product)
             fused += plan.product
-        return fused[None], plan.smoothed
+        return fused[None]
 
     def _postprocess(self, plan: _Plan, fused: np.ndarray, frames, out: np.ndarray) -> None:
         """fused (1, C, Hp, Wp) float32 -> ``out`` in the frames' dtype and shape."""
