@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing of the weight maps, 0 (off) to <1")
     video.add_argument("--live", action="store_true", help="treat the sources as live (drop frames when slow)")
     video.add_argument("--max-frames", type=int, help="stop after this many fused frames")
+    video.add_argument("--reconnect", type=int, default=0, metavar="N",
+                       help="reopen a lost network stream up to N times, waiting 0.5 s, 1 s, 2 s ... (at most 8 s) "
+                            "before each attempt (default 0: a lost stream ends the run)")
     video.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a source to open or deliver")
     video.add_argument("--preview", choices=["auto", "on", "off"], default="auto",
                        help="show the fused stream in a window (auto: when a display exists)")
@@ -325,7 +328,7 @@ def _video(fuser, args) -> int:
         raise ConfigError("say where to write the fused video with -o (no display for a preview here)")
     stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
                           live=True if args.live else None, smoothing=args.smoothing,
-                          timeout=args.timeout, max_frames=args.max_frames)
+                          timeout=args.timeout, max_frames=args.max_frames, reconnect=args.reconnect)
     writer, written = None, 0
     try:
         with stream:
@@ -347,6 +350,7 @@ def _video(fuser, args) -> int:
             cv2.destroyAllWindows()
         stats = stream.stats
         print(f"fused {stats['frames_out']} frames at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
+              + (f", reconnected {stats['reconnects']} times" if stats["reconnects"] else "")
               + (f", wrote {written} to {output}" if writer is not None else "")
               + (f"; {stream.ended_by} ended first" if stream.ended_by and source_b else ""))
     return 0

@@ -5,18 +5,22 @@
 - Capture reads one group per output frame: a frame from each synchronized source (cameras are
   ``grab()``-bed together first, then decoded, to keep them as close in time as OpenCV allows), or
   ``bracket`` consecutive frames of one focus-bracketing source.
-- Live sources (cameras, /dev/videoN, network streams, GStreamer pipelines) drop the OLDEST queued
-  item when the next stage is slow (latency over completeness) and count it in ``dropped``;
-  files never drop: the stages wait for each other.
+- When every source is live (cameras, /dev/videoN, network streams, GStreamer pipelines), the
+  OLDEST queued item is dropped when the next stage is slow (latency over completeness) and
+  counted in ``dropped``. Files never drop: the stages wait for each other, and a file paired with
+  a live source is read in step with it.
 - The stream ends cleanly at the end of a file, raises SourceError naming the source when a live
   source stops delivering or when no frame arrives within ``timeout`` seconds, and stops its
-  threads and releases the sources on Ctrl-C, on ``break`` and on ``close()``.
+  threads and releases the sources on Ctrl-C, on ``break`` and on ``close()``. With
+  ``reconnect=N`` a lost network source (a camera rebooting) is reopened, up to N attempts with
+  a growing wait, and counted in ``reconnects``.
 
 OpenCV is imported here, when a stream opens (a Jetson's system OpenCV brings GStreamer/CSI).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -35,6 +39,18 @@ _END = object()
 @dataclass
 class _Failure:
     error: BaseException
+
+
+class _SourceLost(SourceError):
+    """A live source stopped delivering; the capture thread may reconnect it."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
+RECONNECT_FIRST_DELAY = 0.5   # seconds before the first reconnection attempt; doubles each time
+RECONNECT_MAX_DELAY = 8.0
 
 
 @dataclass(frozen=True)
@@ -130,29 +146,42 @@ class Stream:
     the weight maps) for this stream; the smoothing state starts afresh either way.
     ``return_weights`` yields (fused, weights). ``queue_size`` bounds each queue. ``timeout``: the
     longest wait for a source to open or for the next frame, in seconds. ``max_frames`` stops after
-    that many fused frames. The fuser must not be used elsewhere while the stream runs.
+    that many fused frames (frames delivered to you, whatever was dropped). ``reconnect``: attempts
+to reopen a lost network source (0: a loss ends the stream with SourceError). The fuser must not
+be used elsewhere while the stream runs.
     """
 
     def __init__(self, fuser, source_a, source_b=None, *, bracket: int | None = None, live: bool | None = None,
                  smoothing: float | None = None, return_weights: bool = False, queue_size: int = 2,
-                 timeout: float = 10.0, max_frames: int | None = None) -> None:
+                 timeout: float = 10.0, max_frames: int | None = None, reconnect: int = 0) -> None:
         if source_b is not None and bracket not in (None, 1):
             raise ConfigError(f"bracket={bracket} is for one focus-bracketing source; two sources were given")
         self.bracket = 1 if source_b is not None else (2 if bracket is None else int(bracket))
         if self.bracket < 1 or (source_b is None and self.bracket < 2):
             raise ConfigError(f"bracket must be >= 2 focus positions for a single source, not {bracket}")
-        if queue_size < 1 or timeout <= 0:
-            raise ConfigError(f"queue_size must be >= 1 and timeout > 0 (got {queue_size}, {timeout})")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size must be >= 1, not {queue_size}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, not {timeout}; to wait long for a "
+                              "slow source give a large value such as 3600")
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames must be >= 1 or None, not {max_frames}")
+        if reconnect < 0:
+            raise ConfigError(f"reconnect must be >= 0 attempts (0 = off), not {reconnect}")
         specs = [source_a] if source_b is None else [source_a, source_b]
         self.sources = [describe_source(spec, live) for spec in specs]
         self.live = any(source.live for source in self.sources)
+        # Frames are dropped only when every source is live: a file paired with a camera is read in
+        # step with the camera and loses nothing (the camera's driver buffers meanwhile).
+        self.drops = all(source.live for source in self.sources)
         self.fuser = fuser
         self.smoothing = smoothing
         self.return_weights = return_weights
         self.timeout = float(timeout)
         self.max_frames = max_frames
+        self.reconnect = int(reconnect)
+        self.reconnects = 0                   # successful reconnections of network sources
+        self._reconnecting = threading.Event()
         self._captured: queue.Queue = queue.Queue(maxsize=queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -184,7 +213,7 @@ class Stream:
         end = self._end_time if self._end_time is not None else time.perf_counter()
         elapsed = end - self._start_time if self._started else 0.0
         return {"frames_read": self.frames_read, "frames_fused": self.frames_fused, "frames_out": self.frames_out,
-                "dropped": self.dropped, "elapsed_s": elapsed,
+                "dropped": self.dropped, "reconnects": self.reconnects, "elapsed_s": elapsed,
                 "fps": self.frames_out / elapsed if elapsed > 0 else 0.0, "source_fps": self.source_fps}
 
     # ---- lifetime ----------------------------------------------------------------------------
@@ -238,6 +267,8 @@ class Stream:
                 try:
                     item = self._results.get(timeout=self.timeout)
                 except queue.Empty:
+                    if self._reconnecting.is_set():
+                        continue
                     raise SourceError(f"no frame from {self.name} for {self.timeout:g} s after {self.frames_read} "
                                       "frames: the source stalled or disconnected") from None
                 if item is _END:
@@ -246,6 +277,8 @@ class Stream:
                     raise item.error
                 self.frames_out += 1
                 yield item
+                if self.max_frames and self.frames_out >= self.max_frames:
+                    return
         finally:
             self.close()
 
@@ -300,8 +333,8 @@ class Stream:
             raise SourceError(f"{source.name} opened but yielded no frames (an empty or unreadable video, or a "
                               "camera that delivers nothing)")
         if source.live:
-            raise SourceError(f"{source.name} stopped delivering frames after {self.frames_read} frames: "
-                              "it disconnected or its stream ended")
+            raise _SourceLost(f"{source.name} stopped delivering frames after {self.frames_read} frames: "
+                              "it disconnected or its stream ended", self.sources.index(source))
         self.ended_by = source.name
         return None
 
@@ -323,19 +356,50 @@ class Stream:
             finally:
                 self._opened.set()
             while not self._stop.is_set():
-                group = self._read_group(captures)
+                try:
+                    group = self._read_group(captures)
+                except _SourceLost as lost:
+                    if self._reopen(cv2, captures, lost):
+                        continue
+                    raise
                 if group is None:
                     break
                 self.frames_read += 1
-                self.dropped_captured += self._put(self._captured, group, droppable=self.live)
-                if self.max_frames and self.frames_read >= self.max_frames:
-                    break
+                self.dropped_captured += self._put(self._captured, group, droppable=self.drops)
+                if not self.drops and self.max_frames and self.frames_read >= self.max_frames:
+                    break  # nothing drops, so these groups become exactly max_frames fused frames
             self._put(self._captured, _END, droppable=False)
         except BaseException as exc:
             self._put(self._captured, _Failure(exc), droppable=False)
         finally:
             for capture in captures:
                 capture.release()
+
+    def _reopen(self, cv2, captures, lost: _SourceLost) -> bool:
+        """Reconnect a lost network source: up to ``reconnect`` attempts, waiting 0.5 s, 1 s, 2 s ...
+        (at most 8 s) before each. True when it delivers again; else the error names the attempts."""
+        source = self.sources[lost.index]
+        if not self.reconnect or source.kind != "network":
+            return False
+        captures[lost.index].release()
+        self._reconnecting.set()
+        try:
+            delay, waited = RECONNECT_FIRST_DELAY, 0.0
+            for _attempt in range(self.reconnect):
+                if self._stop.wait(delay):
+                    return False
+                waited += delay
+                delay = min(2 * delay, RECONNECT_MAX_DELAY)
+                try:
+                    captures[lost.index] = source.open(cv2, self.timeout)
+                except SourceError:
+                    continue
+                self.reconnects += 1
+                return True
+            lost.args = (f"{lost.args[0]}; {self.reconnect} reconnection attempts over {waited:g} s failed",)
+            return False
+        finally:
+            self._reconnecting.clear()
 
     def _infer(self) -> None:
         try:
@@ -349,6 +413,6 @@ class Stream:
                     return
                 result = self.fuser.fuse(item, return_weights=self.return_weights)
                 self.frames_fused += 1
-                self.dropped_fused += self._put(self._results, result, droppable=self.live)
+                self.dropped_fused += self._put(self._results, result, droppable=self.drops)
         except BaseException as exc:
             self._put(self._results, _Failure(exc), droppable=False)

@@ -202,3 +202,13 @@ def test_export_records_the_graph_hash_that_the_runtime_checks(tmp_path):
 
     with pytest.raises(ModelFileError, match="no complete ONNX graph"):
         onnx_graph_bytes(truncated.read_bytes())
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan"])
+def test_fuse_video_rejects_a_timeout_that_is_not_finite(tmp_path, capsys, timeout):
+    from runtime_helpers import write_video
+
+    a, b, _ = demo_frames(16, 16)
+    paths = [str(write_video(tmp_path / "a.avi", [a] * 2)), str(write_video(tmp_path / "b.avi", [b] * 2))]
+    assert main(["fuse", "--video", *paths, "-o", str(tmp_path / "f.avi"), "--timeout", timeout]) == 2
+    assert f"timeout must be a finite number of seconds > 0, not {timeout}" in capsys.readouterr().err

@@ -242,3 +242,11 @@ def test_ctrl_c_ends_a_stream_cleanly(tmp_path):
         process.kill()
     assert process.returncode == 0, err
     assert "threads []" in out and "interrupted after" in out
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 0.0, -1.0])
+def test_timeouts_that_are_not_finite_positive_seconds_are_refused(tmp_path, fuser, timeout):
+    path_a, path_b = make_pair_videos(tmp_path, count=2, size=(16, 16))
+    with pytest.raises(ConfigError, match=rf"timeout must be a finite number of seconds > 0, not {timeout}"):
+        fuser.stream(path_a, path_b, timeout=timeout)
+
