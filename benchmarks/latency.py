@@ -20,10 +20,11 @@ import numpy as np
 
 from mfif.benchmarks.report import (arithmetic_floor_ms, latency_summary, machine_description, measure_cpu_rate,
                                stability_warning, write_json)
+from mfif.device import DEVICE_HELP
 from mfif.errors import ConfigError
+from mfif.runtime.fuser import STAGES
 
 RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
-STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -78,10 +79,11 @@ def model_macs_per_pixel(info) -> float | None:
     return macs_per_pixel(model, channels=info.channels or 3, num_inputs=info.num_inputs or 2)
 
 
-def bench_model(model: str | None, backend: str, device: str | None, resolutions, args, cpu_rate: float) -> list[dict]:
+def bench_model(model: str | None, backend: str, device: str, resolutions, args, cpu_rate: float) -> list[dict]:
     from mfif.runtime import Fuser
+    from mfif.runtime.backends import load_backend
 
-    fuser = Fuser(model=model, backend=backend, device=device, threads=args.threads)
+    fuser = Fuser(load_backend(model, backend, device, threads=args.threads))
     macs = model_macs_per_pixel(fuser.info)
     rows = []
     for height, width in resolutions:
@@ -127,10 +129,11 @@ def bench_baseline(name: str, resolutions, args) -> list[dict]:
     return rows
 
 
-def bench_stream(model: str | None, backend: str, device: str | None, height: int, width: int, frames: int, args) -> dict:
+def bench_stream(model: str | None, backend: str, device: str, height: int, width: int, frames: int, args) -> dict:
     """End-to-end rate of the streaming pipeline (decode, fuse, hand out) on a generated video pair."""
     import cv2
     from mfif.runtime import Fuser
+    from mfif.runtime.backends import load_backend
 
     pair = synthetic_pair(height, width)
     with tempfile.TemporaryDirectory() as folder:
@@ -142,7 +145,7 @@ def bench_stream(model: str | None, backend: str, device: str | None, height: in
                 writer.write(frame)
             writer.release()
             paths.append(path)
-        fuser = Fuser(model=model, backend=backend, device=device, threads=args.threads)
+        fuser = Fuser(load_backend(model, backend, device, threads=args.threads))
         start = time.perf_counter()
         count = sum(1 for _ in fuser.stream(paths[0], paths[1]))
         seconds = time.perf_counter() - start
@@ -208,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=None,
                         help="model file (.onnx, .engine, .safetensors); repeat for several; default: the shipped model")
     parser.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime, torch, tensorrt (default onnxruntime)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the backend's choice)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--resolution", default="640x480,1280x720,1920x1080",
                         help="comma-separated WIDTHxHEIGHT or 480p/720p/1080p/2160p (default 640x480,1280x720,1920x1080)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up calls per case (default 5)")

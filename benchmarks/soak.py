@@ -62,11 +62,12 @@ def write_videos(folder: Path, frames: int, height: int, width: int) -> tuple[st
 
 def soak(frames: int, height: int, width: int, warmup: int, model: str | None, threads: int | None) -> dict:
     from mfif.runtime import Fuser
+    from mfif.runtime.backends import load_backend
 
     with tempfile.TemporaryDirectory() as folder:
         print(f"writing a {frames}-frame {width}x{height} video pair ...", flush=True)
         path_a, path_b = write_videos(Path(folder), frames, height, width)
-        fuser = Fuser(model=model, threads=threads)
+        fuser = Fuser(load_backend(model, threads=threads))
         stream = fuser.stream(path_a, path_b, timeout=60.0)
         fuse_ms, interval_ms, memory = [], [], {}
         last = time.perf_counter()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and backend")
     model.add_argument("--model", help="ONNX file, TensorRT engine or .safetensors checkpoint (default: the shipped model)")
     model.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
-    model.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available)")
+    model.add_argument("--device", default="auto", help=DEVICE_HELP)
     model.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: physical cores)")
     model.add_argument("--stats", action="store_true", help="print the per-stage timings at the end")
     output = parser.add_argument_group("images")
@@ -76,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give one of: images (A B ...), a folder of pairs, --stack DIR, --video SRC [SRC], or --demo DIR"
                           + (f"; got {' and '.join(modes)}" if modes else ""))
     from mfif.runtime import Fuser
+    from mfif.runtime.backends import load_backend
 
     folder_of_pairs = not args.video and not args.stack and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()
     jobs = pair_jobs(args) if folder_of_pairs else 1
-    fuser = Fuser(args.model, args.backend, device=args.device, threads=1 if jobs > 1 else args.threads)
+    fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=1 if jobs > 1 else args.threads))
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
     if jobs > 1 and "CPU" not in fuser.device.upper():
         jobs = 1  # 'auto' chose a GPU: one Fuser keeps it busy
@@ -195,7 +197,10 @@ def pair_jobs(args) -> int:
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, not {args.jobs}")
         return args.jobs
-    if args.threads is not None or args.backend in ("torch", "tensorrt") or (args.device or "").startswith("cuda"):
+    from mfif.runtime.backends import backend_name
+
+    if args.threads is not None or backend_name(args.model, args.backend) != "onnxruntime" or \
+            parse_device(args.device).kind == "cuda":
         return 1
     from mfif.runtime.backends.onnxruntime import physical_cores
 

@@ -18,8 +18,8 @@ from runtime_helpers import demo_frames, export_onnx, exported, focus_measure_on
 
 from mfif.errors import BackendUnavailableError, ConfigError, InputError, MfifError, ModelFileError
 from mfif.runtime import Fuser
-from mfif.runtime.backends import DEFAULT_MODEL
-from mfif.runtime.backends.onnxruntime import check_providers, physical_cores
+from mfif.runtime.backends import DEFAULT_MODEL, load_backend
+from mfif.runtime.backends.onnxruntime import OnnxRuntimeBackend, check_providers, physical_cores
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,13 +310,41 @@ def test_bad_model_files(tmp_path):
     with pytest.raises(ConfigError, match="unknown backend 'tflite'"):
         Fuser(backend="tflite")
     with pytest.raises(ConfigError, match=r"backend 'onnxruntime' does not take the options \['precison'\]"):
-        Fuser(precison="fp16")
+        load_backend(precison="fp16")
     with pytest.raises(ConfigError, match="cannot run focusmap.onnx"):
         Fuser(DEFAULT_MODEL, backend="torch")
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
     with pytest.raises(MfifError):
         Fuser(engine)
+
+
+def test_a_ready_backend_with_its_own_options():
+    """Loading apart from running: a backend made with its options, then handed to the Fuser."""
+    backend = OnnxRuntimeBackend(DEFAULT_MODEL, device="cpu", threads=1)
+    fuser = Fuser(backend)
+    assert fuser._backend is backend and fuser.device == "CPUExecutionProvider (1 threads)"
+    a, b, _ = demo_frames(24, 32)
+    np.testing.assert_array_equal(fuser(a, b), Fuser(device="cpu")(a, b))
+    with pytest.raises(ConfigError, match=r"a ready backend runs where it was made \(onnxruntime on CPUExecution"):
+        Fuser(backend, device="cuda")
+    with pytest.raises(ConfigError, match="backend 'tensorrt' needs an engine file"):
+        Fuser(backend="tensorrt")
+
+
+def test_one_device_type_and_parser_for_every_backend():
+    from mfif.device import Device, parse_device
+
+    assert parse_device("auto") == Device("auto") and parse_device("CPU") == Device("cpu")
+    assert parse_device("cuda") == Device("cuda") and parse_device("cuda:1") == Device("cuda", 1)
+    assert str(parse_device("cuda:1")) == "cuda:1" and str(parse_device("cuda")) == "cuda"
+    for bad in (None, 0, "gpu", "cuda:", "cuda:x", "cuda:-1"):
+        with pytest.raises(ConfigError, match=f"unknown device {bad!r}"):
+            parse_device(bad)
+    with pytest.raises(ConfigError, match="unknown device None"):
+        Fuser(device=None)
+    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+        load_backend(None, "torch", "cuda:x")
 
 
 def test_a_model_that_gives_nan_is_an_error_not_garbage(tmp_path):
@@ -367,7 +395,7 @@ def test_a_gpu_that_cannot_run_is_an_error_not_a_silent_cpu_run():
         Fuser(device="cuda")
     # ONNX Runtime itself only warns and runs on the CPU when given these providers:
     with pytest.raises(BackendUnavailableError, match="has no TensorrtExecutionProvider"):
-        Fuser(providers=["TensorrtExecutionProvider", "CPUExecutionProvider"])
+        Fuser(OnnxRuntimeBackend(providers=["TensorrtExecutionProvider", "CPUExecutionProvider"]))
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
         Fuser(device="gpu")
     assert Fuser(device="cpu").device.startswith("CPUExecutionProvider")
@@ -391,7 +419,7 @@ def test_two_fusers_in_two_threads(scale4, shared):
     inputs = [[rng.integers(0, 256, (40 + 8 * i, 56, 3), dtype=np.uint8) for _ in range(2)] for i in range(2)]
     expected = [Fuser(scale4)(*pair) for pair in inputs]
     results: dict[int, list] = {0: [], 1: []}
-    first = Fuser(scale4, threads=1)
+    first = Fuser(OnnxRuntimeBackend(scale4, threads=1))
     twins = [first, first.for_another_thread()] if shared else [Fuser(scale4), Fuser(scale4)]
     if shared:
         assert twins[1]._backend.session is first._backend.session and twins[1].info == first.info
@@ -460,7 +488,7 @@ def test_torch_backend_runs_a_checkpoint_like_the_onnx_model(tmp_path):
     assert twin._backend.model is with_torch._backend.model
     np.testing.assert_array_equal(twin(a, b), fused)
     with pytest.raises(ConfigError, match=r"backend 'torch' does not take the options \['providers'\]"):
-        Fuser(checkpoint, providers=["CPUExecutionProvider"])
+        load_backend(checkpoint, providers=["CPUExecutionProvider"])
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailableError, match="sees no CUDA GPU"):
             Fuser(checkpoint, device="cuda")
@@ -505,8 +533,8 @@ def test_onnxruntime_graph_optimization_option(tmp_path):
     frames = [np.full((16, 24, 3), value, np.uint8) for value in (40, 200)]
     results = []
     for level in ("basic", "extended", "all"):
-        fuser = Fuser(backend="onnxruntime", graph_optimization=level)
+        fuser = Fuser(OnnxRuntimeBackend(graph_optimization=level))
         results.append(fuser(*frames))
     assert all(np.array_equal(results[0], other) for other in results[1:])
     with pytest.raises(ConfigError, match="graph_optimization must be one of basic, extended, all"):
-        Fuser(backend="onnxruntime", graph_optimization="fast")
+        OnnxRuntimeBackend(graph_optimization="fast")

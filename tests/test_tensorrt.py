@@ -369,10 +369,10 @@ def test_backend_refuses_a_corrupted_engine_before_anything_else(tmp_path):
 def test_backend_device_option():
     from mfif.runtime.backends.tensorrt import device_index
 
-    assert device_index(None) == 0 and device_index("cuda") == 0 and device_index("cuda:2") == 2
+    assert device_index("auto") == 0 and device_index("cuda") == 0 and device_index("cuda:2") == 2
     with pytest.raises(ConfigError, match="backend='onnxruntime'"):
         device_index("cpu")
-    with pytest.raises(ConfigError, match="'gpu1' is not 'cuda' or 'cuda:N'"):
+    with pytest.raises(ConfigError, match="unknown device 'gpu1'; use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         device_index("gpu1")
 
 
@@ -467,11 +467,10 @@ def test_fuser_with_the_tensorrt_provider_never_falls_back_to_cpu_silently():
     ort = pytest.importorskip("onnxruntime")
     if "TensorrtExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the TensorRT provider; the GPU tests cover it")
-    from mfif.runtime import Fuser
-    from mfif.runtime.backends import DEFAULT_MODEL
+    from mfif.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     with pytest.raises(BackendUnavailableError, match="TensorrtExecutionProvider"):
-        Fuser(DEFAULT_MODEL, backend="onnxruntime", providers=[tensorrt_provider(), "CPUExecutionProvider"])
+        OnnxRuntimeBackend(providers=[tensorrt_provider(), "CPUExecutionProvider"])
 
 
 # --------------------------------------------------------------- real engines (TensorRT + GPU only)

@@ -8,6 +8,8 @@ import numpy as np
 
 from mfif.runtime.model_info import ModelInfo
 
+BACKEND_STAGES = ("h2d", "compute", "d2h")  # the stages a backend times in last_timings
+
 
 class Backend(ABC):
     """Runs one model on one device and owns the frame buffers (as Polygraphy's runners do). Not
@@ -19,8 +21,8 @@ class Backend(ABC):
     while the shape holds; ``run(sources)`` runs the model on it and returns (fused (1, C, H, W),
     weights (1, K, H, W) or None): float32 views of arrays the backend owns, valid until the next
     ``run``. ``run`` also takes any other array of that layout, copying it into the buffer first.
-    ``last_timings`` holds the milliseconds of the stages the backend can split out ("h2d",
-    "compute", "d2h"), refreshed by every run.
+    ``last_timings`` holds the milliseconds of the :data:`BACKEND_STAGES` the backend can split
+    out, refreshed by every run.
 
     Inputs are validated by the Fuser; a backend only asserts what it relies on.
     """

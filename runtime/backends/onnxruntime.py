@@ -4,7 +4,7 @@ present, and I/O binding so that no run allocates or copies more than it must.
 ONNX Runtime quietly drops a provider it cannot load (a CPU-only wheel, missing CUDA or cuDNN
 libraries) and runs on the CPU. This backend compares the providers the session really uses with
 the ones asked for: an explicit request (``device='cuda'`` or ``providers=[...]``) that did not
-take effect is an error; with ``device=None`` (auto) a CUDA provider that failed to load is a loud
+take effect is an error; with ``device='auto'`` a CUDA provider that failed to load is a loud
 RuntimeWarning, and ``device`` always names what runs.
 """
 
@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from mfif.errors import BackendUnavailableError, ConfigError, InferenceError, MfifError, ModelFileError
+from mfif.device import parse_device
 from mfif.lazy import require
+from mfif.platform import install_hint
+from mfif.runtime.backends import DEFAULT_MODEL
 from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo, verify_graph
 
@@ -64,27 +67,23 @@ def physical_cores() -> int:
 GRAPH_OPTIMIZATION = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
-def requested_providers(device: str | None, providers: list | None, available: list[str]) -> tuple[list, bool]:
+def requested_providers(device: str, providers: list | None, available: list[str]) -> tuple[list, bool]:
     """The provider list to ask ONNX Runtime for, and whether the first one is required (strict).
 
-    ``providers`` (names or (name, options) pairs, passed through unchanged) wins over ``device``:
-    None/'auto' takes CUDA when this onnxruntime build has it; 'cpu'; 'cuda' or 'cuda:N'."""
+    ``providers`` (names or (name, options) pairs, passed through unchanged) replaces ``device``:
+    'auto' takes CUDA when this onnxruntime build has it; 'cpu'; 'cuda' or 'cuda:N'."""
+    wanted = parse_device(device)
     if providers is not None:
-        if device not in (None, "auto"):
+        if wanted.kind != "auto":
             raise ConfigError(f"pass either device={device!r} or providers={providers!r}, not both")
         if not providers:
             raise ConfigError("providers=[] names no execution provider; leave it out for the default")
         return list(providers), True
-    if device in (None, "auto"):
+    if wanted.kind == "auto":
         return ([CUDA, CPU] if CUDA in available else [CPU]), False
-    if device == "cpu":
+    if wanted.kind == "cpu":
         return [CPU], True
-    if device == "cuda" or device.startswith("cuda:"):
-        index = device.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise ConfigError(f"device {device!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
-        return [(CUDA, {"device_id": int(index)}), CPU], True
-    raise ConfigError(f"unknown device {device!r} for ONNX Runtime; use 'cpu', 'cuda', 'cuda:N' or None (auto)")
+    return [(CUDA, {"device_id": wanted.index or 0}), CPU], True
 
 
 def provider_name(entry) -> str:
@@ -99,7 +98,7 @@ def check_providers(requested: list, active: list[str], available: list[str], st
         return None
     if wanted not in available:
         why = (f"this onnxruntime build has no {wanted} (available: {', '.join(available)}); "
-               "install the GPU build with pip install 'mfif[gpu]' (never together with mfif[cpu])")
+               f"install the GPU build: {install_hint('gpu', 'onnxruntime-gpu')}")
     else:
         why = (f"{wanted} is in this onnxruntime build but failed to load, most often because the CUDA, "
                "cuDNN or TensorRT libraries it was built for are missing or of another version "
@@ -111,16 +110,23 @@ def check_providers(requested: list, active: list[str], available: list[str], st
 
 
 class OnnxRuntimeBackend(Backend):
+    """``OnnxRuntimeBackend(path=None, device='auto', providers=None, threads=None,
+    graph_optimization='extended')``: an ONNX file (None: the shipped default model) in an ONNX
+    Runtime session. ``providers``: execution providers passed through as given (names or
+    ``(name, options)`` pairs) instead of ``device``. ``threads``: intra-op threads (default: the
+    physical cores). ``graph_optimization``: 'basic', 'extended' or 'all'."""
+
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: str | None = None, providers: list | None = None,
+    def __init__(self, path: str | Path | None = None, device: str = "auto", providers: list | None = None,
                  threads: int | None = None, graph_optimization: str = "extended") -> None:
         super().__init__()
         ort = require("onnxruntime", extra="cpu", purpose="the ONNX Runtime backend")
         self._ort = ort
-        self.path = Path(path)
+        self.path = DEFAULT_MODEL if path is None else Path(path)
         if not self.path.is_file():
-            raise ModelFileError(f"model file not found: {self.path}")
+            hint = "; reinstall mfif, or pass the path of an ONNX file" if path is None else ""
+            raise ModelFileError(f"model file not found: {self.path}{hint}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer, not {threads!r}")
         if graph_optimization not in GRAPH_OPTIMIZATION:

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from mfif.errors import (BackendUnavailableError, ConfigError, CudaError, EngineMismatchError, InferenceError,
                          InputError, ModelFileError)
+from mfif.device import parse_device
 from mfif.lazy import require
-from mfif.runtime.backends.base import Backend
+from mfif.runtime.backends.base import BACKEND_STAGES, Backend
 from mfif.runtime.engine_cache import Profile, choose_profile, load_verified, runtime_problems
 
 MIN_TENSORRT = 10
-STAGES = ("h2d", "compute", "d2h")
 
 
 def import_tensorrt():
@@ -96,23 +97,19 @@ class Bindings:
         self.addresses.update(addresses)
 
 
-def device_index(device: str | None) -> int:
-    """The CUDA device index from the Fuser's ``device`` option: None or 'cuda' (0), 'cuda:N'."""
-    if device is None or device == "cuda":
-        return 0
-    text = str(device)
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return int(text[5:])
-    if text == "cpu":
-        raise ConfigError("TensorRT engines run on an NVIDIA GPU, not device='cpu'; use backend='onnxruntime' with "
-                          "the ONNX file for the CPU")
-    raise ConfigError(f"device {device!r} is not 'cuda' or 'cuda:N' (N = the GPU index)")
+def device_index(device: str) -> int:
+    """The GPU index that TensorRT uses for ``device``: 'auto' and 'cuda' are GPU 0, 'cuda:N' GPU N."""
+    wanted = parse_device(device)
+    if wanted.kind == "cpu":
+        raise ConfigError("TensorRT runs on an NVIDIA GPU, not device='cpu'; on the CPU run the ONNX file with "
+                          "backend='onnxruntime'")
+    return wanted.index or 0
 
 
 class TensorRTBackend(Backend):
-    """``TensorRTBackend(engine_path, device=None, profile=None, verbose=False)``.
+    """``TensorRTBackend(engine_path, device='auto', profile=None, verbose=False)``.
 
-    ``device``: 'cuda' or 'cuda:N' (default GPU 0). ``profile`` pins one optimization profile by
+    ``device``: 'auto' or 'cuda' (GPU 0), or 'cuda:N'. ``profile`` pins one optimization profile by
     index (default: per frame, the profile whose range holds the frame and whose opt size is
     nearest). ``run`` takes host arrays (best: the pinned :meth:`input_buffer`); ``run_device``
     takes device memory the caller already has (zero-copy input).
@@ -120,7 +117,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, path, device: str | None = None, profile: int | None = None, verbose: bool = False) -> None:
+    def __init__(self, path: str | Path, device: str = "auto", profile: int | None = None, verbose: bool = False) -> None:
         super().__init__()
         self._closed = True
         self.path = str(path)
@@ -193,7 +190,7 @@ class TensorRTBackend(Backend):
         cb.set_device(self.gpu.index)
         self._stream = cb.Stream()
         self._allocated.append(self._stream)
-        self._timer = cb.Timer(self._stream, STAGES)
+        self._timer = cb.Timer(self._stream, BACKEND_STAGES)
         self._allocated.append(self._timer)
         self._context = self._engine.create_execution_context()
         if self._context is None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.errors import BackendUnavailableError, ConfigError, InferenceError, ModelFileError
+from mfif.device import Device, parse_device
+from mfif.errors import BackendUnavailableError, InferenceError, ModelFileError
 from mfif.lazy import require
 from mfif.runtime.backends.base import Backend
 from mfif.runtime.model_info import ModelInfo
@@ -26,9 +27,13 @@ def default_checkpoint() -> Path:
 
 
 class TorchBackend(Backend):
+    """``TorchBackend(path=None, device='auto')``: a ``.safetensors`` training checkpoint (None: the
+    shipped focusmap weights) on CUDA in FP16 ('auto' when a GPU is usable, 'cuda', 'cuda:N') or
+    on the CPU in FP32."""
+
     name = "torch"
 
-    def __init__(self, path: Path | None, device: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, device: str = "auto") -> None:
         super().__init__()
         torch = require("torch", extra="train", purpose="the torch backend")
         self._torch = torch
@@ -39,19 +44,14 @@ class TorchBackend(Backend):
                 raise ModelFileError(f"no default checkpoint at {path}: train one with 'mfif train' or pass "
                                      "model='path/to/checkpoint.safetensors' (or use the ONNX model with backend='auto')")
         self.path = Path(path)
-        if device in (None, "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        wanted = parse_device(device)
+        if wanted.kind == "auto":
+            wanted = Device("cuda" if torch.cuda.is_available() else "cpu")
+        if wanted.kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU "
                                           "(a CPU-only build, or no driver); pass device='cpu'")
-        try:
-            self._device = torch.device(device)
-        except RuntimeError as exc:
-            raise ConfigError(f"unknown torch device {device!r}: {exc}") from exc
+        self._device = torch.device(str(wanted))
         self.fp16 = self._device.type == "cuda"  # FP16 on a GPU; the CPU runs FP32
-        if threads is not None:
-            raise ConfigError("the torch backend does not set thread counts (torch.set_num_threads is process-wide); "
-                              "call it yourself if needed")
 
         checkpoint = checkpoint_module.load_checkpoint(self.path)
         model = checkpoint.model.eval().to(self._device)
