@@ -23,6 +23,7 @@ from mfif.benchmarks.report import (arithmetic_floor_ms, latency_summary, machin
 from mfif.device import DEVICE_HELP
 from mfif.errors import ConfigError
 from mfif.runtime.fuser import STAGES
+from mfif.scenes import demo_pair
 
 RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
 
@@ -39,21 +40,6 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if width < 8 or height < 8:
         raise ConfigError(f"resolution {text!r} is too small: width and height must be >= 8")
     return height, width
-
-
-def synthetic_pair(height: int, width: int, seed: int = 0) -> list[np.ndarray]:
-    """A colour multi-focus pair: a textured scene, blurred on the left in A and the right in B."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
-    scene = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    scene = cv2.add(scene, rng.integers(0, 40, scene.shape, dtype=np.uint8))
-    blurred = cv2.GaussianBlur(scene, (0, 0), 4)
-    a, b = scene.copy(), scene.copy()
-    a[:, : width // 2] = blurred[:, : width // 2]
-    b[:, width // 2:] = blurred[:, width // 2:]
-    return [a, b]
 
 
 def time_calls(call, warmup: int, iterations: int | None, duration: float) -> list[float]:
@@ -87,7 +73,7 @@ def bench_model(model: str | None, backend: str, device: str, resolutions, args,
     macs = model_macs_per_pixel(fuser.info)
     rows = []
     for height, width in resolutions:
-        frames = synthetic_pair(height, width)
+        frames = list(demo_pair(height, width)[:2])
         out = np.empty_like(frames[0])
 
         def call():
@@ -118,7 +104,7 @@ def bench_baseline(name: str, resolutions, args) -> list[dict]:
     method = get_method(name)
     rows = []
     for height, width in resolutions:
-        frames = synthetic_pair(height, width)
+        frames = list(demo_pair(height, width)[:2])
         samples = time_calls(lambda: method.fuse(frames), min(args.warmup, 2), args.baseline_iterations, 0.0)
         summary = latency_summary(samples)
         row = {"kind": "baseline", "model": name, "file": "", "precision": "-", "backend": "numpy/OpenCV",
@@ -135,7 +121,7 @@ def bench_stream(model: str | None, backend: str, device: str, height: int, widt
     from mfif.runtime import Fuser
     from mfif.runtime.backends import load_backend
 
-    pair = synthetic_pair(height, width)
+    pair = list(demo_pair(height, width)[:2])
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for index, frame in enumerate(pair):

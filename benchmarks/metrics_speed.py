@@ -22,6 +22,7 @@ import numpy as np
 
 from mfif.benchmarks.report import latency_summary, machine_description, stability_warning, write_json
 from mfif.paths import shared_data_dir
+from mfif.scenes import demo_pair
 
 REFERENCE_PAIR = ("g_01", "cnn")
 
@@ -45,17 +46,9 @@ def _reference_pair(size: int):
 
 
 def _synthetic_pair(size: int):
-    import cv2
-
-    noise = np.random.default_rng(0).uniform(0, 255, (size, size))
-    sharp = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 1.5), None, 0, 255, cv2.NORM_MINMAX)
-    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
-    a, b = sharp.copy(), sharp.copy()
-    a[:, size // 2:] = blurred[:, size // 2:]
-    b[:, :size // 2] = blurred[:, :size // 2]
-    fused = 0.8 * sharp + 0.2 * blurred
-    pair = [np.round(image).astype(np.uint8) for image in (a, b, fused)]
-    return pair, f"synthetic multi-focus pair {size}x{size}"
+    a, b, sharp = demo_pair(size, size, colour=False)
+    fused = (2 * sharp.astype(np.uint16) + a + b) // 4  # halfway between the sharp scene and the average
+    return [a, b, fused.astype(np.uint8)], f"generated multi-focus pair {size}x{size} (mfif.scenes.demo_pair)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

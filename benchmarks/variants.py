@@ -16,19 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.benchmarks.latency import synthetic_pair, time_calls
+from mfif.benchmarks.latency import time_calls
 from mfif.benchmarks.report import latency_summary, machine_description, write_json
 from mfif.errors import DataError
 from mfif.paths import shared_data_dir
+from mfif.scenes import demo_pair
 
 DEFAULT_SETS = ("classic", "mfifb_aymaz", "mfifb_mffw", "mfifb_misc", "mfifb_savic", "mfifb_stand", "mfifb_tsai")
 
 
 def load_pairs(folders: list[Path]):
-    from mfif.imageio import find_pairs, read_image
+    from mfif.imageio import find_pairs, read_pair
 
-    return [(folder.name, pair.name, read_image(pair.a), read_image(pair.b))
-            for folder in folders for pair in find_pairs(folder)]
+    return [(folder.name, pair.name, *read_pair(pair)[0]) for folder in folders for pair in find_pairs(folder)]
 
 
 def qabf_per_set(fuse, pairs) -> dict[str, float]:
@@ -45,7 +45,7 @@ def qabf_per_set(fuse, pairs) -> dict[str, float]:
 
 
 def fps(fuser, height: int, width: int, seconds: float) -> float:
-    frames = synthetic_pair(height, width)
+    frames = list(demo_pair(height, width)[:2])
     out = np.empty_like(frames[0])
     samples = time_calls(lambda: fuser.fuse(frames, out=out), 3, None, seconds)
     return 1000.0 / latency_summary(samples)["median"]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from mfif.evaluation import enfuse
 
         if enfuse.available():
-            frames = synthetic_pair(480, 640)
+            frames = list(demo_pair(480, 640)[:2])
             start = time.perf_counter()
             enfuse.fuse(frames)
             rows.append({"variant": "enfuse (hard mask)", "macs_per_pixel": None,

@@ -6,7 +6,8 @@ Sources of samples (``--data`` of ``mfif calibrate``):
 - a folder of pairs ``<name>_A.<ext>``, ``<name>_B.<ext>`` (the shared-data layout);
 - a video file of a focus sweep: K consecutive frames make one sample (K = the model's number of
   sources, 2 for nets that take any K), samples are spread evenly over the video;
-- ``synthetic``: scenes drawn in code, each source sharp in its own region and blurred elsewhere.
+- ``synthetic``: generated scenes (:mod:`mfif.scenes`), each source sharp in its own region and
+  blurred elsewhere.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mfif.errors import ConfigError, DataError
-from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_image
+from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_pair
 from mfif.lazy import require
 from mfif.runtime.model_info import ModelInfo
+from mfif.scenes import multi_focus, scene
 
 MIN_SAMPLES = 4                 # fewer distinct scenes than this make a poor calibration set
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
@@ -47,15 +49,11 @@ def pair_samples(folder: str | Path, channels: int = 3) -> list[Sample]:
     samples, problems = [], []
     for pair in find_pairs(folder):
         try:
-            a, b = (read_image(path, "grey" if channels == 1 else "colour") for path in (pair.a, pair.b))
+            sources, _ = read_pair(pair, "grey" if channels == 1 else "colour")
         except DataError as exc:
             problems.append(str(exc))
             continue
-        if a.shape != b.shape:
-            problems.append(f"pair {pair.name}: {pair.a.name} is {a.shape[1]}x{a.shape[0]} but {pair.b.name} is "
-                            f"{b.shape[1]}x{b.shape[0]}")
-            continue
-        samples.append(Sample(pair.name, [a, b]))
+        samples.append(Sample(pair.name, sources))
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise DataError(f"{len(problems)} unusable pair(s) in {folder}: {shown}. Fix or remove them")
@@ -96,34 +94,13 @@ def video_samples(path: str | Path, count: int, num_inputs: int = 2, channels: i
 
 def synthetic_samples(count: int, size: tuple[int, int] = (256, 256), num_inputs: int = 2, channels: int = 3,
                       seed: int = 0) -> list[Sample]:
-    """Scenes of blurred colour fields, shapes and fine texture; source k is sharp inside region k
-    of a random smooth partition and Gaussian-blurred elsewhere."""
-    cv2 = _cv2()
-    rng = np.random.default_rng(seed)
-    height, width = size
+    """Generated scenes (:mod:`mfif.scenes`): source k is sharp inside region k of a random
+    partition (soft borders) and Gaussian-blurred (sigma 1.5 to 5) elsewhere."""
     samples = []
     for i in range(count):
-        field = cv2.resize(rng.random((4, 4, 3), dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-        scene = 0.6 * field + 0.25 * rng.random((height, width, 3), dtype=np.float32)
-        for _ in range(int(rng.integers(6, 16))):
-            centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-            colour = tuple(float(v) for v in rng.random(3))
-            if rng.random() < 0.5:
-                cv2.circle(scene, centre, int(rng.integers(4, max(5, min(size) // 5))), colour, -1)
-            else:
-                corner = (centre[0] + int(rng.integers(-40, 40)), centre[1] + int(rng.integers(-40, 40)))
-                cv2.rectangle(scene, centre, corner, colour, -1)
-        scene = np.clip(scene, 0.0, 1.0)
-        noise = cv2.resize(rng.random((8, 8), dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-        region = np.minimum((np.clip(noise, 0, 0.999) * num_inputs).astype(int), num_inputs - 1)
-        sources = []
-        for k in range(num_inputs):
-            sigma = float(rng.uniform(1.5, 5.0))
-            blurred = cv2.GaussianBlur(scene, (0, 0), sigma)
-            mask = cv2.GaussianBlur((region == k).astype(np.float32), (0, 0), 1.5)[..., None]
-            image = (mask * scene + (1 - mask) * blurred) * 255.0 + 0.5
-            image = np.clip(image, 0, 255).astype(np.uint8)
-            sources.append(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if channels == 1 else image)
+        rng = np.random.default_rng([seed, i])
+        sharp = scene(*size, seed=rng, colour=channels != 1)
+        sources = multi_focus(sharp, "blobs", num_inputs, seed=rng, sigma=(1.5, 5.0), feather=1.5)
         samples.append(Sample(f"synthetic{i:03d}", sources))
     return samples
 

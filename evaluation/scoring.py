@@ -66,11 +66,12 @@ def synthetic_items(count: int, size: tuple[int, int] = (192, 256), seed: int = 
             raise DataError(f"no images in the sharp folder {sharp_folder}")
 
     def load(index: int):
+        rng = np.random.default_rng(seed + index)
         if photos is None:
-            sharp = scene(*size, seed=seed + index)
+            sharp = scene(*size, seed=rng)
         else:
             sharp = read_image(photos[index % len(photos)])[: size[0], : size[1]]
-        return multi_focus(sharp, "blobs", seed=seed + index), sharp
+        return multi_focus(sharp, "blobs", seed=rng), sharp
 
     return [Item("synthetic", f"syn{seed + i:04d}", lambda i=i: load(i)) for i in range(count)]
 

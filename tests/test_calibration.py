@@ -22,6 +22,7 @@ from mfif.calibration.sensitivity import layer_sensitivity  # noqa: E402
 from mfif.export.fp16 import convert_fp16  # noqa: E402
 from mfif.export.onnx_export import export_onnx, load_onnx, ort_session, output_psnr, read_info  # noqa: E402
 from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
+from mfif.imageio import write_pair  # noqa: E402
 from mfif.paths import REPO_ROOT, shared_data_dir  # noqa: E402
 from mfif.train.models import build_model  # noqa: E402
 
@@ -55,10 +56,8 @@ def quantized(tmp_path_factory, focusmap, frames):
 
 
 def write_pairs(folder, count, size=(60, 80), seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
     for sample in synthetic_samples(count, size=size, seed=seed):
-        for role, image in zip("AB", sample.sources):
-            cv2.imwrite(str(folder / f"{sample.name}_{role}.png"), image)
+        write_pair(folder, sample.name, sample.sources)
     return folder
 
 

@@ -12,21 +12,12 @@ cv2 = pytest.importorskip("cv2")
 torch = pytest.importorskip("torch")
 
 from mfif.errors import ConfigError, DataError  # noqa: E402
+from mfif.scenes import scene  # noqa: E402
 from mfif.train.data import (DataWarning, RealPairCrops, SynthConfig, SyntheticPairs, blur, disk_kernel,  # noqa: E402
                         focus_regions, is_validation, layer_masks, load_photos, make_sample, validation_set)
 
 
-def textured_photo(seed: int, height: int = 160, width: int = 200) -> np.ndarray:
-    """A detailed colour image (shapes, stripes, noise): every region has texture to blur."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
-    for _ in range(12):
-        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.circle(image, centre, int(rng.integers(5, 30)), colour, 2)
-    stripes = ((np.arange(width) // 3) % 2 * 60).astype(np.uint8)
-    return cv2.add(image, np.repeat(stripes[None, :, None], height, 0).repeat(3, 2))
+PHOTO = (160, 200)  # height and width of the generated photos (mfif.scenes: detail everywhere to blur)
 
 
 def write_photos(folder, count: int, size=(160, 200)):
@@ -34,7 +25,7 @@ def write_photos(folder, count: int, size=(160, 200)):
     names = []
     for i in range(count):
         name = f"photo{i:02d}.png"
-        cv2.imwrite(str(folder / name), textured_photo(i, *size))
+        cv2.imwrite(str(folder / name), scene(*size, seed=i))
         names.append(name)
     return names
 
@@ -48,7 +39,7 @@ def high_frequency(image: np.ndarray) -> np.ndarray:
 def test_ground_truth_is_the_sharp_photo_and_blur_lands_where_the_mask_says():
     config = SynthConfig(crop=96, grey_fraction=0.0).clean()
     for seed in range(4):
-        sample = make_sample(textured_photo(seed), np.random.default_rng(seed), config)
+        sample = make_sample(scene(*PHOTO, seed=seed), np.random.default_rng(seed), config)
         sources, truth, focus = sample["sources"], sample["truth"], sample["focus"]
         assert sources.shape == (2, 3, 96, 96) and truth.shape == (3, 96, 96) and focus.shape == (2, 96, 96)
         assert np.allclose(focus.sum(0), 1.0, atol=1e-5)
@@ -67,11 +58,11 @@ def test_ground_truth_is_the_sharp_photo_and_blur_lands_where_the_mask_says():
 
 
 def test_grey_samples_and_three_sources():
-    grey = make_sample(textured_photo(1), np.random.default_rng(0), SynthConfig(crop=64, channels=1))
+    grey = make_sample(scene(*PHOTO, seed=1), np.random.default_rng(0), SynthConfig(crop=64, channels=1))
     assert grey["sources"].shape == (2, 1, 64, 64) and grey["truth"].shape == (1, 64, 64)
-    grey3 = make_sample(textured_photo(1), np.random.default_rng(0), SynthConfig(crop=64, grey_fraction=1.0))
+    grey3 = make_sample(scene(*PHOTO, seed=1), np.random.default_rng(0), SynthConfig(crop=64, grey_fraction=1.0))
     assert np.array_equal(grey3["sources"][:, 0], grey3["sources"][:, 2])
-    three = make_sample(textured_photo(2), np.random.default_rng(3), SynthConfig(crop=64, num_inputs=3))
+    three = make_sample(scene(*PHOTO, seed=2), np.random.default_rng(3), SynthConfig(crop=64, num_inputs=3))
     assert three["sources"].shape == (3, 3, 64, 64) and three["focus"].shape == (3, 64, 64)
     assert np.allclose(three["focus"].sum(0), 1.0, atol=1e-5) and three["focus"].min() >= 0
 
@@ -79,7 +70,7 @@ def test_grey_samples_and_three_sources():
 def test_blur_kernels():
     kernel = disk_kernel(4.0)
     assert kernel.shape == (9, 9) and abs(kernel.sum() - 1) < 1e-6 and kernel[4, 4] > kernel[0, 0]
-    image = textured_photo(0).astype(np.float32) / 255
+    image = scene(*PHOTO, seed=0).astype(np.float32) / 255
     for kind in ("gaussian", "disk"):
         out = blur(image, kind, 3.0)
         assert out.shape == image.shape and abs(out.mean() - image.mean()) < 0.01
@@ -101,8 +92,8 @@ def test_blurred_front_layer_spills_over_the_sharp_background():
     spill = SynthConfig(**{**clean.__dict__, "occlusion_fraction": 1.0})
     checked = 0
     for seed in range(6):
-        plain = make_sample(textured_photo(seed), np.random.default_rng(seed), clean)
-        layered = make_sample(textured_photo(seed), np.random.default_rng(seed), spill)
+        plain = make_sample(scene(*PHOTO, seed=seed), np.random.default_rng(seed), clean)
+        layered = make_sample(scene(*PHOTO, seed=seed), np.random.default_rng(seed), spill)
         truth, focus = layered["truth"], layered["focus"][0]
         np.testing.assert_array_equal(plain["truth"], truth)       # same photo, masks and blurs
         covered = cv2.dilate((focus < 0.99).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
@@ -120,7 +111,7 @@ def test_blurred_front_layer_spills_over_the_sharp_background():
 
 
 def test_items_are_reproducible_with_a_seed():
-    photos = [textured_photo(i) for i in range(3)]
+    photos = [scene(*PHOTO, seed=i) for i in range(3)]
     config = SynthConfig(crop=48)
     first, second = SyntheticPairs(photos, config, 4, seed=7), SyntheticPairs(photos, config, 4, seed=7)
     for i in range(4):
@@ -135,7 +126,7 @@ def test_items_are_reproducible_with_a_seed():
 def test_load_photos_skips_flagged_unreadable_and_tiny(tmp_path):
     names = write_photos(tmp_path / "set", 6)
     (tmp_path / "set" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    cv2.imwrite(str(tmp_path / "set" / "tiny.png"), textured_photo(9, 20, 30))
+    cv2.imwrite(str(tmp_path / "set" / "tiny.png"), scene(20, 30, seed=9))
     (tmp_path / "MANIFEST.csv").write_text("filename,flags\n" + "".join(
         f"set/{name},{'defocus_suspect' if i == 0 else ''}\n" for i, name in enumerate(names)))
     with pytest.warns(DataWarning, match=r"skipped 2 of 8 images.*1 unreadable \(set/broken.jpg\).*1 smaller"):
@@ -174,7 +165,7 @@ def test_validation_split_is_fixed_and_disjoint(tmp_path):
 
 def test_real_pair_crops(tmp_path):
     for i, size in enumerate([(120, 150), (40, 50)]):
-        photo = textured_photo(i, *size)
+        photo = scene(*size, seed=i)
         cv2.imwrite(str(tmp_path / f"p{i}_A.png"), photo)
         cv2.imwrite(str(tmp_path / f"p{i}_B.png"), cv2.GaussianBlur(photo, (0, 0), 3))
     with pytest.warns(DataWarning, match="skipped 1 real pairs: p1"):

@@ -17,6 +17,7 @@ from mfif.evaluation.metrics.gradient import (GAMMA_A, GAMMA_G, KAPPA_A, KAPPA_G
 from mfif.evaluation.metrics.information import entropy, mutual_information, qmi, qncie
 from mfif.evaluation.metrics.structural import SSIM_C1, SSIM_C2, prepare_qy, psnr, qe, qy, ssim
 from mfif.errors import InputError
+from mfif.scenes import multi_focus
 
 SOURCE_METRICS = {"QMI": qmi, "QNCIE": qncie, "QG": qabf, "QE": qe, "QY": qy, "MI": mutual_information}
 # QG of a pixel whose edge is preserved perfectly: the top of both sigmoids.
@@ -24,21 +25,18 @@ QG_TOP = GAMMA_G / (1 + math.exp(KAPPA_G * (1 - SIGMA_G))) * GAMMA_A / (1 + math
 
 
 def _texture(height=64, width=80, seed=1) -> np.ndarray:
-    """A smooth random texture in whole grey levels spanning 0..255."""
+    """A smooth random texture in whole grey levels spanning 0..255: edges everywhere and no flat
+    region, which the extremes below rely on (a generated scene of mfif.scenes has flat parts)."""
     noise = np.random.default_rng(seed).uniform(0, 255, (height, width))
     smooth = cv2.GaussianBlur(noise, (0, 0), 1.0)
     return np.round((smooth - smooth.min()) / (smooth.max() - smooth.min()) * 255.0)
 
 
 def _multi_focus_pair():
-    """(A, B, sharp, blurred): A sharp on the left half, B on the right half."""
+    """(A, B, sharp, blurred), float64: A sharp on the left half, B on the right half."""
     sharp = _texture()
-    blurred = np.round(cv2.GaussianBlur(sharp, (0, 0), 2.5))
-    half = sharp.shape[1] // 2
-    a, b = sharp.copy(), sharp.copy()
-    a[:, half:] = blurred[:, half:]
-    b[:, :half] = blurred[:, :half]
-    return a, b, sharp, blurred
+    a, b = (x.astype(np.float64) for x in multi_focus(sharp.astype(np.uint8), "strips", sigma=2.5))
+    return a, b, sharp, a + b - sharp  # each pixel: sharp in one source, blurred in the other
 
 
 # --- input convention -----------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from mfif.evaluation.metrics.common import stretch_levels
 from mfif.evaluation.metrics.perceptual import qcb, qcv
 from mfif.evaluation.metrics.phase import phase_congruency, qp
 from mfif.errors import InputError
+from mfif.scenes import multi_focus
 
 METRICS = (qp, qcb, qcv)
 
 
 def _scene(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
-    """An all-in-focus grey scene: discs, rectangle outlines and fine texture."""
+    """An all-in-focus grey scene: discs, rectangle outlines and fine texture on a flat ground. Not
+    mfif.scenes.scene: the phase-congruency figures below are tuned to this sparse content."""
     rng = np.random.default_rng(seed)
     image = np.full((height, width), 90.0)
     for _ in range(12):
@@ -32,12 +34,10 @@ def _scene(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255)
 
 
-def _pair(scene: np.ndarray, sigma: float = 2.5):
+def _pair(sharp: np.ndarray, sigma: float = 2.5):
     """Multi-focus pair: A sharp on the left half, B sharp on the right half; and the blur."""
-    blurred = cv2.GaussianBlur(scene, (0, 0), sigma)
-    left = np.zeros_like(scene)
-    left[:, : scene.shape[1] // 2] = 1.0
-    return left * scene + (1 - left) * blurred, (1 - left) * scene + left * blurred, blurred
+    a, b = (x.astype(np.float64) for x in multi_focus(np.round(sharp).astype(np.uint8), "strips", sigma=sigma))
+    return a, b, a + b - np.round(sharp)  # each pixel: sharp in one source, blurred in the other
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -19,6 +19,7 @@ pytest.importorskip("tqdm")
 
 from mfif.cli import main as mfif_main  # noqa: E402
 from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
+from mfif.scenes import scene  # noqa: E402
 from mfif.train import losses  # noqa: E402
 from mfif.train.checkpoint import load_checkpoint  # noqa: E402
 from mfif.train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
@@ -31,17 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def texture(seed: int, height: int = 96, width: int = 120) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (height // 3, width // 3, 3), dtype=np.uint8)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sharp")
     for i in range(24):
-        cv2.imwrite(str(folder / f"img{i:02d}.png"), texture(i))
+        cv2.imwrite(str(folder / f"img{i:02d}.png"), scene(96, 120, seed=i))
     return folder
 
 
@@ -72,7 +67,7 @@ def test_ssim_psnr_and_unsupervised_loss():
 @pytest.mark.parametrize("name,config", [("xu2018", {"filters": 16}), ("mustafa2019", {"features": 8, "branch": 4}),
                                          ("focusmap", {"scale": 2})])
 def test_a_few_steps_lower_the_loss(name, config):
-    photos = [texture(i, 64, 64) for i in range(4)]
+    photos = [scene(96, 120, seed=i) for i in range(4)]
     batch = torch.utils.data.default_collate([SyntheticPairs(photos, SynthConfig(crop=48), 4, seed=1)[i]
                                               for i in range(4)])
     torch.manual_seed(0)
@@ -148,7 +143,7 @@ def test_unreadable_and_tiny_images_are_skipped_with_a_counted_warning(photo_dir
     data = tmp_path / "mixed"
     shutil.copytree(photo_dir, data)
     (data / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    cv2.imwrite(str(data / "tiny.png"), texture(0, 9, 9))
+    cv2.imwrite(str(data / "tiny.png"), scene(9, 9))
     with pytest.warns(DataWarning, match="skipped 2 of 26 images"):
         summary = train(tiny_config(data, tmp_path / "run", epochs=1))
     assert summary["photos"] > 10 and len(summary["epochs"]) == 1

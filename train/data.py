@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mfif.errors import ConfigError, DataError
-from mfif.imageio import IMAGE_SUFFIXES, Pair, find_pairs, read_image
+from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_image, read_pair
 
 # MANIFEST.csv flags of photos that are not all-in-focus (shallow depth of field, bokeh, low
 # sharpness): none of them is a trustworthy ground truth.
@@ -331,17 +331,6 @@ def validation_set(folder: str | Path, config: SynthConfig, count: int = 64, see
     return [data[i] for i in range(count)]
 
 
-def load_pair(pair: Pair, channels: int = 3) -> np.ndarray:
-    """A real pair as a uint8 array (2, H, W, C) (grey or BGR as ``channels`` says)."""
-    mode = "grey" if channels == 1 else "colour"
-    a, b = read_image(pair.a, mode), read_image(pair.b, mode)
-    if a.shape != b.shape:
-        raise DataError(f"pair {pair.name}: {pair.a.name} is {a.shape} but {pair.b.name} is {b.shape}; "
-                        "the two sources of a pair must have one size")
-    stack = np.stack([a, b])
-    return stack[..., None] if stack.ndim == 3 else stack
-
-
 class RealPairCrops(Dataset):
     """Random crops (with flips) of real pairs: items hold ``sources`` (2, C, crop, crop) only, for
     the unsupervised loss. Pairs that are unreadable, mismatched or smaller than the crop are
@@ -352,10 +341,11 @@ class RealPairCrops(Dataset):
         for folder in folders:
             for pair in find_pairs(folder):
                 try:
-                    stack = load_pair(pair, channels)
+                    sources, _ = read_pair(pair, "grey" if channels == 1 else "colour")
                 except DataError as exc:
                     skipped.append(f"{pair.name} ({exc})")
                     continue
+                stack = np.stack([s.reshape(*s.shape[:2], -1) for s in sources])     # 2, H, W, C
                 if min(stack.shape[1:3]) < crop:
                     skipped.append(f"{pair.name} ({stack.shape[2]}x{stack.shape[1]} < {crop})")
                     continue
