@@ -1,5 +1,7 @@
-"""Accuracy of an INT8 model against its FP32 original on held-out pairs: PSNR of the fused output
-and the change in Qabf (the Xydeas-Petrovic gradient metric, on the reference grey conversion)."""
+"""Accuracy of an INT8 model against its FP32 original on held-out pairs, both run through
+``mfif.runtime.Fuser`` as a deployment runs them (ONNX Runtime; uint8 frames of any size in, uint8
+fused images out): PSNR of the INT8 fused image against the FP32 one, and the change in Qabf (the
+Xydeas-Petrovic gradient metric, on the reference grey conversion)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.calibration.data import Sample, to_input
-from mfif.export.onnx_export import ort_session, output_psnr, read_info
+from mfif.calibration.data import Sample
 from mfif.errors import BackendUnavailableError
+from mfif.export.onnx_export import output_psnr
 
 GOAL_PSNR_DB = 40.0
 GOAL_DELTA_QABF = 0.005
@@ -26,27 +28,20 @@ def _qabf():
                                       "Install it with: pip install 'mfif[eval]'") from exc
 
 
-def to_image(fused: np.ndarray) -> np.ndarray:
-    """(1, C, H, W) float in [0, 1] -> uint8 HxW or HxWx3 (BGR)."""
-    image = np.clip(fused[0] * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    return image[:, :, 0] if image.shape[2] == 1 else np.ascontiguousarray(image)
-
-
 def accuracy_report(fp32: str | Path, int8: str | Path, samples: list[Sample], progress=None) -> dict:
-    """Per-pair and mean PSNR (INT8 vs FP32 fused output) and Qabf of both, with the goal check."""
+    """Per-pair and mean PSNR (INT8 vs FP32 fused image) and Qabf of both, with the goal check."""
+    from mfif.runtime import Fuser
+
     qabf, reference_grey = _qabf()
-    info = read_info(fp32)
-    fp32_session, int8_session = ort_session(fp32), ort_session(int8)
+    fp32_fuser, int8_fuser = Fuser(fp32, backend="onnxruntime"), Fuser(int8, backend="onnxruntime")
     rows = []
     for sample in samples:
-        x = to_input(sample.sources, info)
-        want = fp32_session.run(["fused"], {info.input_name: x})[0]
-        got = int8_session.run(["fused"], {info.input_name: x})[0]
-        h, w = x.shape[-2:]
-        a, b = (reference_grey(s[:h, :w]) for s in sample.sources[:2])
-        q32 = float(qabf(a, b, reference_grey(to_image(want))))
-        q8 = float(qabf(a, b, reference_grey(to_image(got))))
-        rows.append({"pair": sample.name, "size": [int(h), int(w)], "psnr_db": output_psnr(want, got),
+        want, got = fp32_fuser.fuse(sample.sources), int8_fuser.fuse(sample.sources)
+        a, b = (reference_grey(s) for s in sample.sources[:2])
+        q32 = float(qabf(a, b, reference_grey(want)))
+        q8 = float(qabf(a, b, reference_grey(got)))
+        rows.append({"pair": sample.name, "size": [int(n) for n in want.shape[:2]],
+                     "psnr_db": output_psnr(want / 255.0, got / 255.0),
                      "qabf_fp32": q32, "qabf_int8": q8, "delta_qabf": q8 - q32})
         if progress is not None:
             progress.update(1)
