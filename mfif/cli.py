@@ -15,6 +15,7 @@ from mfif.errors import MfifError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "fuse": ("mfif.runtime.cli", "fuse images, folders of pairs, stacks or videos with a model"),
+    "align": ("mfif.runtime.align_cli", "estimate how sources register onto a reference; write a rig file"),
     "train": ("mfif.train.cli", "train a fusion net (xu2018, mustafa2019, focusmap)"),
     "export": ("mfif.export.cli", "export a checkpoint to ONNX (FP32 or FP16), dynamic height and width"),
     "calibrate": ("mfif.calibration.cli", "make a calibrated INT8 (Q/DQ) ONNX and its accuracy report"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -294,7 +295,10 @@ class Rig:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            text = json.dumps(self.to_dict(), indent=2)
+            # one line per matrix row and per short list of numbers: a rig file people read
+            text = re.sub(r"\[\s+([-+\deE.,\s]+?)\s+\]", lambda m: "[" + ", ".join(v.strip(",") for v in m.group(1).split()) + "]", text)
+            partial.write_text(text + "\n")
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
@@ -701,6 +705,7 @@ class AlignStage:
             raise ConfigError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {interpolation!r}")
         self.model = model
         self._interpolation = interpolation
+        self.names: Sequence[str] | None = None   # names of the sources, for warnings
         self.rig: Rig | None = None
         self._warper: Warper | None = None
         if isinstance(align, Rig):
@@ -734,6 +739,13 @@ class AlignStage:
             return self._interpolation
         return "cubic" if self.mode == "each" else "linear"
 
+    @interpolation.setter
+    def interpolation(self, value: str | None) -> None:
+        if value is not None and value not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {value!r}")
+        self._interpolation = value
+        self._warper = None
+
     @property
     def warper(self) -> Warper | None:
         return self._warper
@@ -742,7 +754,8 @@ class AlignStage:
         if self.mode == "off":
             return frames
         if self.rig is None or self.mode == "each":
-            self.rig = estimate_rig(frames, self.model)
+            names = self.names if self.names is not None and len(self.names) == len(frames) else None
+            self.rig = estimate_rig(frames, self.model, names=names)
         else:
             self.rig.check(frames)
         if self._warper is None or self._warper.rig is not self.rig:

@@ -6,6 +6,8 @@
     mfif fuse PAIRS_DIR -o OUT_DIR                     # every <name>_A / <name>_B pair in PAIRS_DIR
     mfif fuse --video a.mp4 b.mp4 -o fused.mp4         # two synchronized videos (or cameras: 0 1)
     mfif fuse --video bracketing.mp4 --bracket 2 -o fused.mp4   # one source alternating focus
+    mfif fuse A.png B.png -o fused.png --crop          # aligned (default for images), cut to what both cover
+    mfif fuse --video a.mp4 b.mp4 --rig rig.json -o fused.mp4   # a rig calibrated with mfif align
 
 Top-level imports stay light: the runtime and OpenCV are imported when the command runs.
 """
@@ -13,10 +15,12 @@ Top-level imports stay light: the runtime and OpenCV are imported when the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -25,6 +29,9 @@ import numpy as np
 from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
+from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
+from mfif.runtime.align import MODELS as ALIGN_MODELS
+from mfif.runtime.align import AlignmentWarning
 
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
@@ -56,6 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--weights-out", metavar="PATH",
                         help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources the "
                              "index of the heaviest source) or .npy (float32 K x H x W); a folder with a folder of pairs")
+    align = parser.add_argument_group("alignment (docs/alignment.md)")
+    align.add_argument("--align", nargs="?", const="each", choices=["each", "once", "off"],
+                       help="register the sources onto the first (a pair) or middle (a stack) one before fusing: 'each' "
+                            "frame set (the default for images, folders and stacks), 'once' (on the first frame set, then "
+                            "fixed: the default with --rig; for streams), 'off' (the default for --video)")
+    align.add_argument("--no-align", dest="align", action="store_const", const="off",
+                       help="do not align: the sources are registered already")
+    align.add_argument("--rig", metavar="RIG.json", help="apply the fixed transforms of a rig file made by mfif align")
+    align.add_argument("--align-model", choices=ALIGN_MODELS, default=DEFAULT_ALIGN_MODEL,
+                       help=f"transform estimated (default {DEFAULT_ALIGN_MODEL}: shift, scale and rotation)")
+    align.add_argument("--crop", action="store_true",
+                       help="cut the output to the rectangle every aligned source covers (default: the reference's size)")
     video = parser.add_argument_group("video and live sources")
     video.add_argument("--bracket", type=int, default=2, help="focus positions per fused frame of a single source (default 2)")
     video.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing of the weight maps, 0 (off) to <1")
@@ -80,22 +99,71 @@ def run(args: argparse.Namespace) -> int:
     from mfif.runtime.backends import load_backend
 
     folder_of_pairs = not args.video and not args.stack and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()
+    align = _align_setting(args)
     jobs = pair_jobs(args) if folder_of_pairs else 1
-    fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=1 if jobs > 1 else args.threads))
+    fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=1 if jobs > 1 else args.threads),
+                  align=align, align_model=args.align_model)
+    if not args.video:
+        fuser.alignment.interpolation = "cubic"  # stills: quality first (see mfif.runtime.align.INTERPOLATIONS)
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
     if jobs > 1 and "CPU" not in fuser.device.upper():
         jobs = 1  # 'auto' chose a GPU: one Fuser keeps it busy
-    if args.video:
-        code = _video(fuser, args)
-    elif args.stack:
-        code = _stack(fuser, args)
-    elif folder_of_pairs:
-        code = _pairs(fuser, args, jobs)
-    else:
-        code = _images(fuser, [Path(p) for p in args.inputs], args)
+    with _alignment_warnings():
+        if args.video:
+            code = _video(fuser, args)
+        elif args.stack:
+            code = _stack(fuser, args)
+        elif folder_of_pairs:
+            code = _pairs(fuser, args, jobs)
+        else:
+            code = _images(fuser, [Path(p) for p in args.inputs], args)
     if args.stats:
         print(fuser.stats)
     return code
+
+
+def _align_setting(args) -> str:
+    """What Fuser(align=...) gets: a rig file, or 'each', 'once' or 'off' (by default 'each' for
+    images, folders and stacks, 'off' for video)."""
+    if args.rig:
+        if args.align not in (None, "once"):
+            raise ConfigError(f"--rig gives fixed transforms; it does not go with --align {args.align}")
+        return args.rig
+    align = args.align or ("off" if args.video else "each")
+    if args.crop and align == "off":
+        raise ConfigError("--crop cuts the output to the area every aligned source covers; with alignment off "
+                          "there is nothing to cut (leave out --no-align, or add --align once / --rig for video)")
+    return align
+
+
+@contextlib.contextmanager
+def _alignment_warnings():
+    """Alignment fallbacks as one line each on stderr: 'mfif fuse: warning: ...'."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AlignmentWarning):
+            print(f"mfif fuse: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AlignmentWarning)
+        warnings.showwarning = show
+        yield
+
+
+def _estimate(fuser, frames: list[np.ndarray]):
+    from mfif.runtime.align import estimate_rig
+
+    return estimate_rig(frames, fuser.alignment.model, names=fuser.alignment.names)
+
+
+def _print_alignment(fuser, names: list[str]) -> None:
+    rig = fuser.alignment.rig
+    if rig is not None and fuser.align != "off":
+        print(f"aligned onto {names[rig.reference]} ({rig.model}):")
+        print(rig.describe(names))
 
 
 def _demo(folder: Path) -> int:
@@ -136,10 +204,19 @@ def _read_frames(paths: list[Path]) -> list[np.ndarray]:
     return [read_image(path) for path in paths]
 
 
-def _fuse_frames(fuser, frames: list[np.ndarray], weights_out: Path | None):
-    """The fused frame and the weight maps (None unless ``weights_out`` is asked for)."""
+def _fuse_frames(fuser, frames: list[np.ndarray], weights_out: Path | None, names: list[str] | None = None,
+                 crop: bool = False):
+    """The fused frame and the weight maps (None unless ``weights_out`` is asked for); ``names``
+    name the sources in alignment warnings; ``crop`` cuts both to what every source covers."""
+    fuser.alignment.names = names
     result = fuser.fuse(frames, return_weights=weights_out is not None)
-    return result if weights_out is not None else (result, None)
+    fused, weights = result if weights_out is not None else (result, None)
+    area = fuser.alignment.common_area() if crop else None
+    if area is not None:
+        x, y, width, height = area
+        fused = fused[y:y + height, x:x + width]
+        weights = None if weights is None else weights[:, y:y + height, x:x + width]
+    return fused, weights
 
 
 def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, weights) -> None:
@@ -158,8 +235,9 @@ def _fuse_files(fuser, paths: list[Path], args) -> Path:
     weights_out = _weights_path(args)
     if weights_out is not None and weights_out.suffix.lower() != ".npy":
         check_image_output(weights_out)
-    fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out)
+    fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out, [path.name for path in paths], args.crop)
     _write_outputs(output, fused, weights_out, weights)
+    _print_alignment(fuser, [path.name for path in paths])
     return output
 
 
@@ -261,6 +339,10 @@ def _pairs(fuser, args, jobs: int) -> int:
         pairs = [pair for pair in pairs if not (out_dir / f"{pair.name}.{args.format}").exists()]
         if len(pairs) < total:
             print(f"skipping {total - len(pairs)} pairs already fused in {out_dir}")
+    if fuser.align == "once" and pairs:  # one rig for the folder, from its first pair
+        first = pairs[0]
+        fuser.alignment.names = [first.a.name, first.b.name]
+        fuser.align = _estimate(fuser, _read_frames([first.a, first.b]))
     # One Fuser per worker thread (a Fuser serves one thread), all on the one loaded model; the first
     # worker takes ``fuser``.
     spare, local, lock = [fuser], threading.local(), threading.Lock()
@@ -270,7 +352,8 @@ def _pairs(fuser, args, jobs: int) -> int:
             with lock:
                 local.fuser = spare.pop() if spare else fuser.for_another_thread()
         weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
-        fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path)
+        fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path,
+                                      [pair.a.name, pair.b.name], args.crop)
         _write_outputs(out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)
 
     failed, done = [], 0
@@ -334,11 +417,15 @@ def _video(fuser, args) -> int:
     stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
                           live=True if args.live else None, smoothing=args.smoothing,
                           timeout=args.timeout, max_frames=args.max_frames, reconnect=args.reconnect)
-    writer, written = None, 0
+    writer, written, area = None, 0, None
     try:
         with stream:
             total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
             for fused in _Progress(stream, total=total, unit="frame", desc="fusing"):
+                if args.crop:  # the area of the first frame set, so that every frame has one size
+                    area = area or fuser.alignment.common_area()
+                    x, y, width, height = area
+                    fused = np.ascontiguousarray(fused[y:y + height, x:x + width])
                 if output is not None:
                     if writer is None:
                         writer = _open_writer(cv2, output, fused, stream.source_fps or 30.0)

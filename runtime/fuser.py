@@ -263,7 +263,7 @@ class Fuser:
 
     @align.setter
     def align(self, value: str | Path | Rig) -> None:
-        self._alignment = AlignStage(value, self._alignment.model)
+        self._alignment = AlignStage(value, self._alignment.model, self._alignment._interpolation)
 
     @property
     def alignment(self) -> AlignStage:
