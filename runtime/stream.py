@@ -118,22 +118,6 @@ def describe_source(spec, live: bool | None = None) -> Source:
     return source if live is None else Source(source.spec, source.kind, bool(live))
 
 
-def flicker(frames) -> float:
-    """Temporal flicker of a sequence: the mean absolute difference between consecutive frames, in
-    the frames' own units (grey levels for uint8). For a static scene a fused video should flicker
-    no more than its sources do."""
-    total, count, previous = 0.0, 0, None
-    for frame in frames:
-        current = np.asarray(frame, dtype=np.float32)
-        if previous is not None:
-            total += float(np.abs(current - previous).mean())
-            count += 1
-        previous = current
-    if not count:
-        raise ConfigError("flicker needs at least 2 frames")
-    return total / count
-
-
 class Stream:
     """Fused frames from synchronized sources, made by ``fuser.stream(...)``::
 

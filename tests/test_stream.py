@@ -17,7 +17,8 @@ from runtime_helpers import demo_frames, focus_measure_onnx, read_video, write_v
 
 from mfif.errors import ConfigError, InputError, SourceError
 from mfif.runtime import Fuser
-from mfif.runtime.stream import describe_source, flicker
+from mfif.evaluation.temporal import flicker
+from mfif.runtime.stream import describe_source
 
 REPO = Path(__file__).resolve().parent.parent
 
