@@ -54,9 +54,10 @@ def _runtime_method(name: str, label: str, model: str | None, description: str) 
         from mfif.runtime import Fuser
     except ImportError as exc:
         from mfif.errors import BackendUnavailableError
+        from mfif.platform import install_hint
 
         raise BackendUnavailableError(f"method {name!r} needs runtime.Fuser, which cannot be imported ({exc}); "
-                                      "install the runtime with: pip install 'mfif[cpu]'") from exc
+                                      f"install the runtime with: {install_hint('cpu', 'onnxruntime')}") from exc
     fuser = Fuser(model=model, backend="onnxruntime")
 
     def fuse(frames: list[np.ndarray]) -> np.ndarray:

@@ -30,6 +30,9 @@ from mfif.runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")
 HARDWARE_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+# The first TensorRT with each level (docs/tensorrt.md lists every option's minimum; tests/test_tensorrt_api.py
+# checks them against the real bindings).
+HARDWARE_MIN_TENSORRT = {"ampere+": "8.6", "same-cc": "10.9"}
 
 
 # ------------------------------------------------------------------------------------ the ONNX side
@@ -243,6 +246,35 @@ def default_timing_cache(gpu_slug: str, compute_capability: str, tensorrt_versio
     return Path(root) / f"timing-{gpu_slug}-sm{compute_capability}-trt{tensorrt_version}.cache"
 
 
+def attach_timing_cache(config, path: Path | None, log=print):
+    """Give the builder config the timing cache stored at ``path`` (None: no cache). A file that
+    TensorRT cannot read (corrupt, truncated, not a timing cache) or that another GPU or TensorRT
+    version wrote is named in a message and replaced: the build starts from an empty cache, which is
+    written back to ``path`` afterwards. Returns the cache attached, or None when there is none."""
+    if path is None:
+        return None
+    blob = path.read_bytes() if path.is_file() else b""
+    if blob:
+        try:
+            cache = config.create_timing_cache(blob)
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return cache
+            why = "TensorRT refused it: another GPU or TensorRT version wrote it, or it is damaged"
+        except Exception as exc:  # the bindings raise on data they cannot parse
+            why = f"TensorRT could not read it: {exc}"
+        log(f"timing cache {path} ({len(blob)} bytes) is not usable here ({why}); building with a new one that "
+            "replaces it")
+    try:
+        cache = config.create_timing_cache(b"")
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        why = "no reason given"
+    except Exception as exc:  # noqa: BLE001 - a build without a timing cache is only slower
+        why = str(exc)
+    log(f"TensorRT could not make an empty timing cache ({why}); building without one")
+    return None
+
+
 def parse_errors(parser) -> list[str]:
     """The ONNX parser's errors, one line each, with the node they concern."""
     lines = []
@@ -313,17 +345,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
         level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_ENUM[settings.hardware_compatibility], None)
         if level is None:
             raise ConfigError(f"TensorRT {trt.__version__} has no hardware compatibility level "
-                              f"{settings.hardware_compatibility!r}")
+                              f"{settings.hardware_compatibility!r}: it needs TensorRT "
+                              f"{HARDWARE_MIN_TENSORRT[settings.hardware_compatibility]} or newer; use "
+                              "'ampere+' or build on each GPU model (see docs/tensorrt.md)")
         config.hardware_compatibility_level = level
 
-    timing_cache = None
-    if settings.timing_cache is not None:
-        blob = settings.timing_cache.read_bytes() if settings.timing_cache.is_file() else b""
-        timing_cache = config.create_timing_cache(blob)
-        if not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            log(f"timing cache {settings.timing_cache} is from another GPU or TensorRT version; starting a new one")
-            timing_cache = config.create_timing_cache(b"")
-            config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    timing_cache = attach_timing_cache(config, settings.timing_cache, log)
 
     progress = progress or BuildProgress()
     monitor = _progress_monitor(trt, progress)
@@ -333,6 +360,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
 
     def work() -> None:
         try:
+            cb.use_device(settings.device)  # the CUDA device is per thread: this one builds
             outcome["plan"] = builder.build_serialized_network(network, config)
         except BaseException as exc:  # surfaced in the calling thread below
             outcome["error"] = exc
@@ -358,7 +386,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
         raise EngineBuildError(f"TensorRT could not build an engine from {facts.path} ({ranges}): "
                                f"{logger.take_errors()}")
 
-    if settings.timing_cache is not None:
+    if timing_cache is not None:
         write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
     data = memoryview(plan)
     first = settings.profiles[0]

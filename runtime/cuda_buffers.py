@@ -10,14 +10,16 @@ from __future__ import annotations
 import ctypes
 import importlib
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from mfif.errors import BackendUnavailableError, CudaError, InputError
+from mfif.platform import install_hint
 
 EXTRA = "tensorrt"
-PURPOSE = "CUDA buffers for TensorRT engines; on a Jetson: pip install 'mfif[jetson]' and use JetPack's TensorRT"
+PURPOSE = "CUDA buffers for TensorRT engines and GPU-resident frames"
 
 
 _CUDART = None
@@ -36,7 +38,7 @@ def cudart():
             except ImportError as exc:
                 raise BackendUnavailableError(
                     f"Python package 'cuda-python' is not installed (needed for {PURPOSE}): {exc}. "
-                    f"Install it with: pip install 'mfif[{EXTRA}]'") from exc
+                    f"Install it with: {install_hint(EXTRA, 'cuda-python')}") from exc
     return _CUDART
 
 
@@ -79,7 +81,12 @@ def gpu_info(index: int = 0) -> GpuInfo:
     """Name and compute capability of CUDA device ``index``; a clear BackendUnavailableError when
     there is no usable GPU (no driver, no device, or the index out of range)."""
     rt = cudart()
-    status, count = rt.cudaGetDeviceCount()
+    try:
+        status, count = rt.cudaGetDeviceCount()
+    except RuntimeError as exc:  # cuda-python before 12.8 raises when it cannot dlopen libcuda (no driver)
+        raise BackendUnavailableError(f"no CUDA GPU is usable here (cuda-python could not load the NVIDIA driver: "
+                                      f"{exc}). TensorRT needs an NVIDIA GPU with its driver installed; on a machine "
+                                      "without one use backend='onnxruntime' (CPU)") from exc
     if status != rt.cudaError_t.cudaSuccess or not count:
         why = error_text(rt, status) if status != rt.cudaError_t.cudaSuccess else "the driver reports 0 devices"
         if status == rt.cudaError_t.cudaErrorInsufficientDriver:
@@ -102,8 +109,20 @@ def gpu_info(index: int = 0) -> GpuInfo:
                    int(props.totalGlobalMem))
 
 
+_THREAD = threading.local()  # the device this thread last made current
+
+
 def set_device(index: int) -> None:
     check(cudart().cudaSetDevice(index), f"cudaSetDevice({index})")
+    _THREAD.device = index
+
+
+def use_device(index: int) -> None:
+    """Make GPU ``index`` current in the calling thread. CUDA's current device is per thread (a new
+    thread starts on GPU 0), so every thread that runs work for a 'cuda:N' backend calls this; it
+    calls cudaSetDevice only when this thread's device is another one."""
+    if getattr(_THREAD, "device", None) != index:
+        set_device(index)
 
 
 class PinnedBuffer:
@@ -155,6 +174,7 @@ class Stream:
         rt = cudart()
         self._rt = rt
         self.handle = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
+        self._producer_event = None  # made on the first wait_for
 
     @property
     def ptr(self) -> int:
@@ -178,14 +198,33 @@ class Stream:
             raise InputError(f"device-to-host copy of {nbytes} bytes exceeds the buffers ({limit} bytes)")
         self._copy(host.ptr, src, nbytes, self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, "device to host")
 
-    def wait_for(self, stream_ptr: int) -> None:
-        """Finish the work queued on another stream (a producer's, from __cuda_array_interface__)."""
-        check(self._rt.cudaStreamSynchronize(self._rt.cudaStream_t(stream_ptr)), "cudaStreamSynchronize (producer)")
+    def wait_for(self, producer: int) -> None:
+        """Make the work queued next on this stream wait for what a producer queued so far on its
+        stream, as ``__cuda_array_interface__`` names it: 1 the legacy default stream, 2 the
+        calling thread's per-thread default stream, otherwise a stream handle (0 is not allowed:
+        its meaning depends on how the producer was compiled). The wait happens on the GPU (an
+        event), so the host does not block."""
+        rt = self._rt
+        producer = int(producer)
+        if producer == 0:
+            raise InputError("a device array names stream 0, which __cuda_array_interface__ v3 does not allow "
+                             "(ambiguous); the producer should give 1 (legacy default stream), 2 (per-thread default "
+                             "stream) or its stream's handle")
+        special = {1: getattr(rt, "cudaStreamLegacy", None), 2: getattr(rt, "cudaStreamPerThread", None)}
+        handle = special.get(producer) or rt.cudaStream_t(producer)
+        if self._producer_event is None:
+            self._producer_event = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming),
+                                         "cudaEventCreateWithFlags")
+        check(rt.cudaEventRecord(self._producer_event, handle), f"cudaEventRecord on the producer's stream {producer}")
+        check(rt.cudaStreamWaitEvent(self.handle, self._producer_event, 0), "cudaStreamWaitEvent (producer)")
 
     def synchronize(self) -> None:
         check(self._rt.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
 
     def destroy(self) -> None:
+        if self._producer_event is not None:
+            event, self._producer_event = self._producer_event, None
+            check(self._rt.cudaEventDestroy(event), "cudaEventDestroy")
         if self.handle is not None:
             handle, self.handle = self.handle, None
             check(self._rt.cudaStreamDestroy(handle), "cudaStreamDestroy")
@@ -261,6 +300,10 @@ def device_pointer(obj, expected_shape: tuple[int, ...] | None = None,
     if not ptr:
         raise InputError(f"device array of shape {shape} has a null data pointer")
     stream = cai.get("stream")
+    if stream is not None and int(stream) == 0:
+        raise InputError("device array names stream 0, which __cuda_array_interface__ v3 does not allow (ambiguous); "
+                         "the producer should give 1 (legacy default stream), 2 (per-thread default stream), its "
+                         "stream's handle, or None when no synchronization is needed")
     return int(ptr), shape, (int(stream) if stream is not None else None)
 
 

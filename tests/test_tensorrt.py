@@ -4,7 +4,6 @@ missing packages. Building and running engines needs TensorRT and a GPU: those t
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_helpers import gpu_missing_reason
+from gpu_helpers import HAVE_TENSORRT, gpu_missing_reason, tensorrt_missing_reason
 from mfif.cli import main as mfif_main
 from mfif.errors import BackendUnavailableError, ConfigError, EngineMismatchError, InputError, ModelFileError
 from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
@@ -22,12 +21,9 @@ from mfif.runtime.engine_cache import (EngineKey, EngineRecord, Profile, choose_
                                   runtime_problems, sha256_bytes, write_engine)
 from mfif.runtime.model_info import ModelInfo
 
-HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
 def needs_tensorrt_and_gpu():
     if not HAVE_TENSORRT:
-        pytest.skip("TensorRT is not installed (its wheels are not on PyPI for this machine)")
+        pytest.skip(f"TensorRT is not usable here: {tensorrt_missing_reason()}")
     reason = gpu_missing_reason()
     if reason:
         pytest.skip(f"no usable GPU: {reason}")

@@ -117,6 +117,7 @@ class OnnxRuntimeBackend(Backend):
     physical cores). ``graph_optimization``: 'basic', 'extended' or 'all'."""
 
     name = "onnxruntime"
+    _use_copy_tensors = True  # False once ort.copy_tensors failed here (see _copy_without_copy_tensors)
 
     def __init__(self, path: str | Path | None = None, device: str = "auto", providers: list | None = None,
                  threads: int | None = None, graph_optimization: str = "extended") -> None:
@@ -225,7 +226,7 @@ class OnnxRuntimeBackend(Backend):
         else:
             binding.bind_input(self.info.input_name, "cpu", 0, np.float32, list(sources.shape), sources.ctypes.data)
         for name in names:
-            if self.on_gpu and hasattr(ort, "copy_tensors"):  # onnxruntime >= 1.23: d2h timed on its own
+            if self.on_gpu and self._use_copy_tensors and hasattr(ort, "copy_tensors"):  # >= 1.23: d2h timed alone
                 value = ort.OrtValue.ortvalue_from_shape_and_type(shapes[name], np.float32, "cuda", self.device_id)
                 binding.bind_ortvalue_output(name, value)
                 self._device_out[name] = value
@@ -235,6 +236,15 @@ class OnnxRuntimeBackend(Backend):
                         list(self._device_out.values()))
         self._binding = binding
         self._key = (sources.shape, want_weights)
+
+    def _copy_without_copy_tensors(self) -> None:
+        """ort.copy_tensors needs the provider's data transfer registered, which not every
+        onnxruntime-gpu build does for its own CUDA provider: copy this run's outputs through
+        OrtValue.numpy() and from the next run on let ONNX Runtime write the outputs to the host."""
+        for name, value in self._device_out.items():
+            np.copyto(self._host[name], value.numpy())
+        self._use_copy_tensors = False
+        self._key = None  # rebind with host outputs
 
     def _run(self, sources: np.ndarray, want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if self._key != (sources.shape, want_weights):
@@ -251,7 +261,10 @@ class OnnxRuntimeBackend(Backend):
         computed = time.perf_counter()
         if self._device_out:
             host, device = self._copies
-            self._ort.copy_tensors(device, host)
+            try:
+                self._ort.copy_tensors(device, host)
+            except Exception:  # noqa: BLE001 - no data transfer registered for this provider in this build
+                self._copy_without_copy_tensors()
         done = time.perf_counter()
         self.last_timings = {"h2d": (uploaded - start) * 1e3, "compute": (computed - uploaded) * 1e3,
                              "d2h": (done - computed) * 1e3}

@@ -31,8 +31,8 @@ MIN_TENSORRT = 10
 
 
 def import_tensorrt():
-    trt = require("tensorrt", extra="tensorrt",
-                  purpose="TensorRT engines; on a Jetson it comes with JetPack, see docs/deploy-jetson.md")
+    trt = require("tensorrt", extra="tensorrt", purpose="TensorRT engines",
+                  needs="Runtime")  # a 'tensorrt' folder of type stubs (tensorrt-stubs) is not TensorRT
     major = int(str(trt.__version__).split(".")[0])
     if major < MIN_TENSORRT:
         raise BackendUnavailableError(f"TensorRT {trt.__version__} is installed; mfif needs TensorRT {MIN_TENSORRT} "
