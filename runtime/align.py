@@ -207,8 +207,9 @@ class SourceTransform:
         return all(g == 1.0 for g in self.gain) and all(o == 0.0 for o in self.offset)
 
     def to_dict(self) -> dict:
-        return {"matrix": [[round(float(v), 10) for v in row] for row in self.matrix],
-                "gain": [round(float(g), 6) for g in self.gain], "offset": [round(float(o), 4) for o in self.offset],
+        # Full precision: a loaded rig warps exactly like the estimated one.
+        return {"matrix": [[float(v) for v in row] for row in self.matrix],
+                "gain": [float(g) for g in self.gain], "offset": [float(o) for o in self.offset],
                 "correlation": None if self.correlation is None else round(float(self.correlation), 6),
                 "residual_px": None if self.residual_px is None else round(float(self.residual_px), 4),
                 "status": self.status}
@@ -429,16 +430,26 @@ def _ecc(reference: _Pyramid, source: _Pyramid, model: str) -> tuple[np.ndarray,
     top = len(reference.levels) - 1
     coarse_ref, coarse_src = reference.levels[top], source.levels[top]
     window = cv2.createHanningWindow(coarse_ref.shape[::-1], cv2.CV_32F)
+    # The coarsest level starts from identity and from the phase correlation's shift (when that is
+    # another one): the better match goes on. Phase correlation finds large shifts; on frames with
+    # little overlap in their sharp parts it can be wrong, and identity is then the better start.
+    starts = [np.eye(3)]
     (dx, dy), _ = cv2.phaseCorrelate(coarse_ref, coarse_src, window)
-    matrix = np.eye(3)
-    if abs(dx) < coarse_ref.shape[1] / 4 and abs(dy) < coarse_ref.shape[0] / 4:
-        matrix[:2, 2] = dx, dy   # at the coarsest level
-    correlation = 0.0
-    for level in range(top, -1, -1):
-        if level < top:
-            matrix = _halve(matrix, -1)
-        iterations = ECC_ITERATIONS[0] if level == top else ECC_ITERATIONS[1]
-        matrix, correlation = _ecc_level(cv2, reference.levels[level], source.levels[level], matrix, model, iterations)
+    if 0.5 < math.hypot(dx, dy) and abs(dx) < coarse_ref.shape[1] / 4 and abs(dy) < coarse_ref.shape[0] / 4:
+        starts.append(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]]))
+    results, failure = [], None
+    for start in starts:
+        try:
+            results.append(_ecc_level(cv2, coarse_ref, coarse_src, start, model, ECC_ITERATIONS[0]))
+        except _Fallback as exc:
+            failure = exc
+    if not results:
+        raise failure
+    matrix, correlation = max(results, key=lambda result: result[1])
+    for level in range(top - 1, -1, -1):
+        matrix = _halve(matrix, -1)
+        matrix, correlation = _ecc_level(cv2, reference.levels[level], source.levels[level], matrix, model,
+                                         ECC_ITERATIONS[1])
     width, height = reference.size
     full = _halve(matrix, -reference.first)  # levels[0] is ``first`` pyrDown steps below full resolution
     try:
@@ -540,7 +551,7 @@ def estimate_rig(frames: Sequence[np.ndarray], model: str = DEFAULT_MODEL, *, na
     for index, source in enumerate(sources):
         if index == reference:
             continue
-        if photometric:
+        if photometric and not source.status.startswith("fallback"):  # no overlap known: nothing to compare
             source.gain, source.offset = _photometric(pyramids[reference], pyramids[index], source.matrix, channels)
         else:
             source.gain, source.offset = (1.0,) * channels, (0.0,) * channels
@@ -662,8 +673,10 @@ class Warper:
         if self.coverage is None:
             return
         weights *= self.coverage
+        # A pixel where only uncovered sources had weight (a softmax can give exactly 0) goes to the
+        # reference, which covers everything.
+        weights[self.rig.reference] += np.float32(1e-6)
         total = np.sum(weights, axis=0, out=self._total)
-        np.maximum(total, np.float32(1e-12), out=total)
         weights /= total
 
     def common_area(self) -> tuple[int, int, int, int]:
