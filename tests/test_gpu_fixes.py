@@ -410,3 +410,45 @@ def test_jetson_is_recognised_by_its_release_file_or_device_tree(tmp_path, monke
     assert not platform.is_jetson()
     (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0\n")
     assert platform.is_jetson()
+
+
+def test_gpu_providers_get_their_libraries_loaded_first():
+    from mfif.runtime.backends.onnxruntime import preload_gpu_libraries
+
+    class FakeOrt:
+        calls = 0
+
+        def preload_dlls(self):
+            FakeOrt.calls += 1
+
+    preload_gpu_libraries(FakeOrt(), ["CPUExecutionProvider"])
+    assert FakeOrt.calls == 0                                   # nothing to load for the CPU
+    preload_gpu_libraries(FakeOrt(), [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert FakeOrt.calls == 1
+    preload_gpu_libraries(object(), ["CUDAExecutionProvider"])  # an onnxruntime without preload_dlls
+
+
+# ----------------------------------------------------------------- Fuser() on a Jetson
+
+
+def test_fuser_on_a_jetson_uses_the_built_engine_of_the_default_model(tmp_path, monkeypatch):
+    from mfif import platform
+    from mfif.runtime import Fuser
+    from mfif.runtime.backends import default_engine_path
+    from mfif.runtime.engine_cache import record_path
+
+    monkeypatch.setattr(platform, "is_jetson", lambda: True)
+    monkeypatch.setenv("MFIF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "onnxruntime" else object())
+    engine = default_engine_path()
+    assert engine == tmp_path / "engines" / "focusmap.engine"
+    with pytest.raises(BackendUnavailableError) as info:        # no engine and no ONNX Runtime
+        Fuser()
+    message = str(info.value)
+    assert f"-o {engine}" in message and "mfif build" in message and "focusmap.onnx" in message
+    assert "pip install 'mfif[cpu]'" not in message
+    engine.parent.mkdir(parents=True)
+    engine.write_bytes(b"an engine")                            # a built engine (its record is missing)
+    with pytest.raises(Exception) as info:
+        Fuser()
+    assert "has no record" in str(info.value) and str(record_path(engine)) in str(info.value)  # TensorRT was chosen

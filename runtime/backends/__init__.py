@@ -18,10 +18,13 @@ Make one directly with its options (``OnnxRuntimeBackend("m.onnx", providers=[..
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import os
 from pathlib import Path
 
 from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
+from mfif import platform as mfif_platform
 from mfif.runtime.backends.base import Backend
 
 BACKENDS: dict[str, str] = {
@@ -72,11 +75,36 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, class_name)
 
 
+def default_engine_path() -> Path:
+    """Where ``Fuser()`` on a Jetson looks for the default model's TensorRT engine."""
+    root = os.environ.get("MFIF_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mfif")
+    return Path(root) / "engines" / "focusmap.engine"
+
+
+def jetson_default_model() -> Path | None:
+    """The default model on a Jetson, where ONNX Runtime is not on PyPI and TensorRT comes with
+    JetPack: the built engine of the default model when there is one, else None (ONNX Runtime,
+    when it is installed), else an error that gives the build command."""
+    engine = default_engine_path()
+    if engine.is_file():
+        return engine
+    if importlib.util.find_spec("onnxruntime") is not None:
+        return None
+    raise BackendUnavailableError(
+        f"on a Jetson the default model runs through TensorRT, and its engine {engine} is not built yet: build it "
+        f"once (a few minutes) with: mfif build {DEFAULT_MODEL} -o {engine}  (or pass model='your.engine'; "
+        f"ONNX Runtime is not installed: {mfif_platform.JETSON_ONNXRUNTIME})")
+
+
 def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "auto", **options) -> Backend:
     """Load ``model`` (None: the shipped default) into the backend ``backend`` names ('auto': by
     file suffix) on ``device``. ``options`` go to the backend class (``threads``, ``providers``,
     ``profile``, ...); those with value None are left out (the backend's defaults), and one the
-    class does not take is a ConfigError that names it."""
+    class does not take is a ConfigError that names it. On a Jetson the default model runs from
+    its TensorRT engine when one is built (:func:`jetson_default_model`)."""
+    if model is None and backend == "auto" and mfif_platform.is_jetson():
+        model = jetson_default_model()
     name = backend_name(model, backend)
     options = {key: value for key, value in options.items() if value is not None}
     cls = backend_class(name)

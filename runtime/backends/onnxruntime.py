@@ -90,6 +90,27 @@ def provider_name(entry) -> str:
     return entry[0] if isinstance(entry, (tuple, list)) else entry
 
 
+def preload_gpu_libraries(ort, requested: list) -> None:
+    """Load the libraries a GPU provider needs before the session asks for them: the CUDA and
+    cuDNN wheels of onnxruntime-gpu's ``cuda``/``cudnn`` extras (which are not on the loader's
+    path; ``onnxruntime.preload_dlls``, 1.21 and newer) and, for the TensorRT provider, TensorRT's
+    libraries (importing ``tensorrt`` loads them from its wheel). Best effort: what is missing
+    shows up as a provider that did not load, which check_providers reports."""
+    names = {provider_name(entry) for entry in requested}
+    if not names & set(GPU_PROVIDERS):
+        return
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - e.g. no nvidia wheels: the system's libraries may serve
+            pass
+    if TENSORRT in names:
+        try:
+            import tensorrt  # noqa: F401 - loads libnvinfer into the process for ONNX Runtime's provider
+        except ImportError:
+            pass
+
+
 def check_providers(requested: list, active: list[str], available: list[str], strict: bool) -> str | None:
     """Compare what was asked with what the session runs. Raises when a strict request did not take
     effect; returns a warning text when an automatic choice fell back; None when all is well."""
@@ -134,6 +155,7 @@ class OnnxRuntimeBackend(Backend):
             raise ConfigError(f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, not {graph_optimization!r}")
         available = ort.get_available_providers()
         requested, strict = requested_providers(device, providers, available)
+        preload_gpu_libraries(ort, requested)
 
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
@@ -189,8 +211,8 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFileError(f"{self.path}: metadata names outputs {list(info.output_names)} but the graph has {outputs}")
         fixed = {}
         count, channels = source.shape[1], source.shape[2]
-        if isinstance(count, int) and info.num_inputs != count:
-            fixed["num_inputs"] = count
+        if isinstance(count, int) and info.sources != count:
+            fixed["sources"] = count
         if isinstance(channels, int) and info.channels != channels:
             fixed["channels"] = channels
         return dataclasses.replace(info, **fixed) if fixed else info
