@@ -15,6 +15,8 @@ blur, depth layers and blur spilling over edges, are made by ``mfif.train.data``
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mfif.errors import ConfigError
@@ -90,17 +92,37 @@ def focus_regions(layout: str, height: int, width: int, count: int = 2, seed=0,
     return regions
 
 
+def disk_kernel(radius: float) -> np.ndarray:
+    """A normalized disk PSF (a lens's defocus) of ``radius`` pixels with an anti-aliased edge (4x4
+    supersampling)."""
+    size = 2 * math.ceil(radius) + 1
+    fine = (np.arange(size * 4) + 0.5) / 4 - size / 2
+    inside = (fine[None, :] ** 2 + fine[:, None] ** 2 <= radius ** 2).astype(np.float32)
+    kernel = inside.reshape(size, 4, size, 4).mean(axis=(1, 3))
+    return kernel / kernel.sum()
+
+
+def blur(image: np.ndarray, kind: str, size: float) -> np.ndarray:
+    """Gaussian blur of std ``size`` or disk blur of radius ``size`` (reflect border), in
+    ``image``'s dtype (use float32 to keep the fractions)."""
+    cv2 = _cv2()
+    if kind == "gaussian":
+        return cv2.GaussianBlur(image, (0, 0), float(size), borderType=cv2.BORDER_REFLECT)
+    if kind == "disk":
+        return cv2.filter2D(image, -1, disk_kernel(size), borderType=cv2.BORDER_REFLECT)
+    raise ConfigError(f"blur kind must be 'gaussian' or 'disk', not {kind!r}")
+
+
 def defocus(sharp: np.ndarray, regions: np.ndarray, sigmas) -> list[np.ndarray]:
     """One uint8 source per region: ``sharp`` (uint8, grey or BGR) where the region is 1, blurred
     with a Gaussian of std ``sigmas[k]`` where it is 0, mixed in between."""
     if sharp.shape[:2] != regions.shape[1:]:
         raise ConfigError(f"the regions are {regions.shape[2]}x{regions.shape[1]}, the sharp image "
                           f"{sharp.shape[1]}x{sharp.shape[0]}: make them for the image's size")
-    cv2 = _cv2()
     image = sharp.astype(np.float32)
     sources = []
     for region, sigma in zip(regions, sigmas):
-        blurred = cv2.GaussianBlur(image, (0, 0), float(sigma))
+        blurred = blur(image, "gaussian", sigma)
         weight = region[..., None] if image.ndim == 3 else region
         sources.append(np.clip(weight * image + (1 - weight) * blurred + 0.5, 0, 255).astype(np.uint8))
     return sources
