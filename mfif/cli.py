@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 
 from mfif import __version__
-from mfif.errors import MfifError
+from mfif.errors import ConfigError, MfifError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,6 +24,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("mfif.evaluation.cli", "score methods with the fusion metrics over pairs"),
     "bench": ("mfif.benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
 }
+
+
+def parse_key_values(items: list[str], option: str) -> dict:
+    """``['scale=4', 'kind="disk"']`` -> ``{'scale': 4, 'kind': 'disk'}``: the KEY=VALUE options of
+    the commands (``--set``, ``--config``, ``--synth``). Values are read as JSON (numbers, lists,
+    true/false, quoted text), else kept as text. A malformed item is a ConfigError naming ``option``."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} takes KEY=VALUE (e.g. {option} scale=4), not {item!r}")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return values
 
 
 def _overview() -> str:
