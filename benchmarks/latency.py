@@ -62,7 +62,7 @@ def model_macs_per_pixel(info) -> float | None:
     except ImportError:
         return None
     model = build_model(info.model, **info.config)
-    return macs_per_pixel(model, channels=info.channels or 3, num_inputs=info.num_inputs or 2)
+    return macs_per_pixel(model, channels=info.channels or 3, sources=info.sources or 2)
 
 
 def bench_model(model: str | None, backend: str, device: str, resolutions, args, cpu_rate: float) -> list[dict]:

@@ -60,8 +60,8 @@ def pair_samples(folder: str | Path, channels: int = 3) -> list[Sample]:
     return samples
 
 
-def video_samples(path: str | Path, count: int, num_inputs: int = 2, channels: int = 3) -> list[Sample]:
-    """``count`` samples of ``num_inputs`` consecutive frames each, spread evenly over the video."""
+def video_samples(path: str | Path, count: int, sources: int = 2, channels: int = 3) -> list[Sample]:
+    """``count`` samples of ``sources`` consecutive frames each, spread evenly over the video."""
     cv2 = _cv2()
     path = Path(path)
     if not path.is_file():
@@ -71,28 +71,28 @@ def video_samples(path: str | Path, count: int, num_inputs: int = 2, channels: i
         raise DataError(f"cannot open video {path} ({path.stat().st_size} bytes): not a video OpenCV can decode")
     try:
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        step = max(num_inputs, total // max(count, 1)) if total > 0 else num_inputs
+        step = max(sources, total // max(count, 1)) if total > 0 else sources
         samples, frames, index = [], [], 0
         while len(samples) < count:
             ok, frame = capture.read()
             if not ok:
                 break
-            if index % step < num_inputs:
+            if index % step < sources:
                 if channels == 1:
                     frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
                 frames.append(frame)
-                if len(frames) == num_inputs:
-                    samples.append(Sample(f"{path.stem}@{index - num_inputs + 1}", frames))
+                if len(frames) == sources:
+                    samples.append(Sample(f"{path.stem}@{index - sources + 1}", frames))
                     frames = []
             index += 1
     finally:
         capture.release()
     if not samples:
-        raise DataError(f"video {path} yielded {index} decodable frames; a sample needs {num_inputs} consecutive ones")
+        raise DataError(f"video {path} yielded {index} decodable frames; a sample needs {sources} consecutive ones")
     return samples
 
 
-def synthetic_samples(count: int, size: tuple[int, int] = (256, 256), num_inputs: int = 2, channels: int = 3,
+def synthetic_samples(count: int, size: tuple[int, int] = (256, 256), sources: int = 2, channels: int = 3,
                       seed: int = 0) -> list[Sample]:
     """Generated scenes (:mod:`mfif.scenes`): source k is sharp inside region k of a random
     partition (soft borders) and Gaussian-blurred (sigma 1.5 to 5) elsewhere."""
@@ -100,17 +100,17 @@ def synthetic_samples(count: int, size: tuple[int, int] = (256, 256), num_inputs
     for i in range(count):
         rng = np.random.default_rng([seed, i])
         sharp = scene(*size, seed=rng, colour=channels != 1)
-        sources = multi_focus(sharp, "blobs", num_inputs, seed=rng, sigma=(1.5, 5.0), feather=1.5)
-        samples.append(Sample(f"synthetic{i:03d}", sources))
+        frames = multi_focus(sharp, "blobs", sources, seed=rng, sigma=(1.5, 5.0), feather=1.5)
+        samples.append(Sample(f"synthetic{i:03d}", frames))
     return samples
 
 
 def load_samples(source: str | Path, info: ModelInfo, count: int, seed: int = 0) -> list[Sample]:
     """Samples from a pair folder, a video file or 'synthetic', shaped for the model ``info``
     (its number of sources, 2 when it takes any, and its channels)."""
-    k = info.num_inputs or 2
+    k = info.sources or 2
     if str(source) == SYNTHETIC:
-        return synthetic_samples(count, num_inputs=k, channels=info.channels, seed=seed)
+        return synthetic_samples(count, sources=k, channels=info.channels, seed=seed)
     path = Path(source)
     if path.is_dir():
         if k != 2:

@@ -74,7 +74,7 @@ def settings_from_args(args: argparse.Namespace):
 
     facts = read_onnx(args.onnx)
     info = facts.info
-    sources = args.sources if args.sources is not None else (info.num_inputs or 2)
+    sources = args.sources if args.sources is not None else (info.sources or 2)
     channels = args.channels if args.channels is not None else (info.channels or 3)
     if sources < 2:
         raise ConfigError(f"--sources must be at least 2 (fusion needs two or more images), not {sources}")

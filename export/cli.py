@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", type=Path, metavar="PATH",
                         help="also write the FP16 variant (float32 inputs and outputs)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 to 11)")
-    parser.add_argument("--num-inputs", type=int, help="fix K, the number of sources, for nets that take any K >= 2 "
+    parser.add_argument("--sources", type=int, help="fix K, the number of sources, for nets that take any K >= 2 "
                                                        "(default: K stays dynamic)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="fix C for nets that take any channel count "
                                                                     "(default: C stays dynamic)")
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
         source = load_model(source, overrides)[0] if args.random else _checkpoint_with(source, overrides)
     info = export_onnx(source, args.output, opset=args.opset, simplify=not args.no_simplify,
-                       num_inputs=args.num_inputs, channels=args.channels)
-    k, c = info.num_inputs or "K", info.channels or "C"
+                       sources=args.sources, channels=args.channels)
+    k, c = info.sources or "K", info.channels or "C"
     print(f"wrote {args.output} ({info.model}, fp32, opset {args.opset}, sources 1x{k}x{c}xHxW, "
           f"H and W multiples of {info.size_multiple}, checkpoint sha256 {info.checkpoint_sha256[:12] or 'none'})")
     if not args.no_verify:

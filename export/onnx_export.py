@@ -7,7 +7,7 @@ Choices (see docs/export.md):
   opset 17 implementations (it emits opset 18 and its down-conversion fails on ReduceMean), while
   the TorchScript exporter gives a clean opset 17 graph with named dynamic axes for these nets.
 - Batch 1, dynamic H and W; K (the number of sources) and C dynamic for models that take any
-  (focusmap) unless fixed with ``num_inputs``/``channels``; K = 2 and C fixed for the two-stream nets.
+  (focusmap) unless fixed with ``sources``/``channels``; K = 2 and C fixed for the two-stream nets.
 - The file carries :class:`runtime.model_info.ModelInfo` in its metadata.
 """
 
@@ -81,7 +81,7 @@ def _load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
     if isinstance(source, Checkpoint):
         return source.model.eval(), source.sha256, dict(source.metadata)
     if isinstance(source, torch.nn.Module):
-        for attribute in ("name", "config", "num_inputs", "size_multiple", "has_weight_map"):
+        for attribute in ("name", "config", "sources", "size_multiple", "has_weight_map"):
             if not hasattr(source, attribute):
                 raise ConfigError(f"module {type(source).__name__} lacks the attribute {attribute!r} that "
                                   "mfif models carry; build it with train.models.build_model")
@@ -89,25 +89,25 @@ def _load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
     raise ConfigError(f"cannot export {type(source).__name__}: give a checkpoint path, a Checkpoint or an nn.Module")
 
 
-def model_info(model: "nn.Module", sha256: str = "", num_inputs: int | None = None, channels: int | None = None,
+def model_info(model: "nn.Module", sha256: str = "", sources: int | None = None, channels: int | None = None,
                precision: str = "fp32", version: str = "1") -> ModelInfo:
     """The metadata an exported file of ``model`` carries."""
     outputs = ("fused", "weights") if model.has_weight_map else ("fused",)
     return ModelInfo(model=model.name, version=str(version), precision=precision, input_name=INPUT_NAME,
                      output_names=outputs, channels=int(channels or getattr(model, "channels", 0)),
-                     num_inputs=int(num_inputs or model.num_inputs or 0), size_multiple=int(model.size_multiple),
+                     sources=int(sources or model.sources or 0), size_multiple=int(model.size_multiple),
                      checkpoint_sha256=sha256, config=dict(model.config))
 
 
-def _check_num_inputs(model: "nn.Module", num_inputs: int | None) -> int | None:
-    if num_inputs is None:
+def _check_sources(model: "nn.Module", sources: int | None) -> int | None:
+    if sources is None:
         return None
-    if model.num_inputs is not None and num_inputs != model.num_inputs:
-        raise ConfigError(f"model {model.name} takes exactly {model.num_inputs} sources; num_inputs={num_inputs} "
+    if model.sources is not None and sources != model.sources:
+        raise ConfigError(f"model {model.name} takes exactly {model.sources} sources; sources={sources} "
                           "is not possible (leave it unset)")
-    if num_inputs < 2:
-        raise ConfigError(f"num_inputs must be >= 2 sources, not {num_inputs}")
-    return num_inputs
+    if sources < 2:
+        raise ConfigError(f"sources must be >= 2, not {sources}")
+    return sources
 
 
 def _check_channels(model: "nn.Module", channels: int | None) -> int | None:
@@ -126,21 +126,21 @@ def _check_channels(model: "nn.Module", channels: int | None) -> int | None:
 
 
 def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: bool = True,
-                num_inputs: int | None = None, channels: int | None = None) -> ModelInfo:
+                sources: int | None = None, channels: int | None = None) -> ModelInfo:
     """Export ``source`` (checkpoint path, Checkpoint or nn.Module) to ``output`` as FP32 ONNX.
-    ``num_inputs`` fixes K and ``channels`` (1 or 3) fixes C for models that take any (both stay
+    ``sources`` fixes K and ``channels`` (1 or 3) fixes C for models that take any (both stay
     dynamic by default). Returns the metadata written. To change a config value that keeps the
     weights (focusmap's scale), pass ``load_model(source, overrides)``'s model or checkpoint."""
     torch = _torch()
     onnx = _onnx()
     model, sha256, metadata = load_model(source)
-    num_inputs = _check_num_inputs(model, num_inputs)
+    sources = _check_sources(model, sources)
     channels = _check_channels(model, channels)
     if not MIN_OPSET <= opset <= 20:
         raise ConfigError(f"opset {opset} is outside the supported range {MIN_OPSET}..20 (default {OPSET})")
-    info = model_info(model, sha256, num_inputs, channels, version=metadata.get("version", "1"))
+    info = model_info(model, sha256, sources, channels, version=metadata.get("version", "1"))
 
-    k = num_inputs or model.num_inputs or 2
+    k = sources or model.sources or 2
     side = -(-TRACE_SIZE // info.size_multiple) * info.size_multiple
     example = torch.rand(1, k, info.channels or 3, side, side)
     spatial = {2: "height", 3: "width"}
@@ -149,7 +149,7 @@ def export_onnx(source, output: str | Path, *, opset: int = OPSET, simplify: boo
         axes["weights"] = dict(spatial)
     if info.channels == 0:
         axes[INPUT_NAME][2] = axes["fused"][1] = "channels"
-    if info.num_inputs == 0:
+    if info.sources == 0:
         axes[INPUT_NAME][1] = "k"
         if info.has_weight_map:
             axes["weights"][1] = "k"
@@ -188,7 +188,7 @@ def simplify_graph(proto: "onnx.ModelProto") -> "onnx.ModelProto":
 def set_interface_dims(proto: "onnx.ModelProto", info: ModelInfo) -> None:
     """Name the dimensions of the graph's inputs and outputs as the metadata says: batch 1,
     K fixed or 'k', C fixed, 'height' and 'width' (exporters and onnxsim make up names)."""
-    k, c = info.num_inputs or "k", info.channels or "channels"
+    k, c = info.sources or "k", info.channels or "channels"
     shapes = {info.input_name: [1, k, c, "height", "width"], "fused": [1, c, "height", "width"],
               "weights": [1, k, "height", "width"]}
     for value in [*proto.graph.input, *proto.graph.output]:
@@ -328,10 +328,10 @@ def check_interface(proto: "onnx.ModelProto", info: ModelInfo, source: str = "mo
     dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
     ok = (len(inputs) == 1 and inputs[0].name == info.input_name and len(dims) == 5
           and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-          and dims[1] in (None, info.num_inputs or None) and dims[2] in (None, info.channels or None))
+          and dims[1] in (None, info.sources or None) and dims[2] in (None, info.channels or None))
     outputs = [v.name for v in proto.graph.output]
     if not ok or tuple(outputs) != tuple(info.output_names):
-        k, c = info.num_inputs or "K", info.channels or "C"
+        k, c = info.sources or "K", info.channels or "C"
         raise ModelFileError(f"{source}: inputs/outputs do not match its mfif metadata: expected input "
                              f"{info.input_name}[1,{k},{c},H,W] float and outputs {list(info.output_names)}, found "
                              f"inputs {describe(inputs)} and outputs {describe(proto.graph.output)}")
@@ -364,11 +364,11 @@ def ort_session(model: "str | Path | onnx.ModelProto", threads: int = 0):
                              f"{exc}") from exc
 
 
-def random_sources(info: ModelInfo, height: int, width: int, num_inputs: int = 2, seed: int = 0) -> np.ndarray:
+def random_sources(info: ModelInfo, height: int, width: int, sources: int = 2, seed: int = 0) -> np.ndarray:
     """Smooth random sources (1, K, C, H, W) float32 in [0, 1] for parity checks: noise blurred at
     several scales, so every layer sees structure rather than white noise."""
     rng = np.random.default_rng(seed)
-    k = info.num_inputs or num_inputs
+    k = info.sources or sources
     channels = info.channels or 3
     out = np.empty((1, k, channels, height, width), np.float32)
     for i in range(k):
@@ -380,7 +380,7 @@ def random_sources(info: ModelInfo, height: int, width: int, num_inputs: int = 2
     return out
 
 
-def parity(onnx_path: str | Path, source, sizes=PARITY_SIZES, num_inputs: int = 2, seed: int = 0) -> list[dict]:
+def parity(onnx_path: str | Path, source, sizes=PARITY_SIZES, sources: int = 2, seed: int = 0) -> list[dict]:
     """Max abs difference between ONNX Runtime (CPU) and PyTorch for every output at each size.
     ``source`` is the exported checkpoint path, Checkpoint or nn.Module."""
     torch = _torch()
@@ -391,13 +391,13 @@ def parity(onnx_path: str | Path, source, sizes=PARITY_SIZES, num_inputs: int = 
     results = []
     for height, width in sizes:
         check_size(info, height, width)
-        sources = random_sources(info, height, width, num_inputs, seed)
-        got = session.run(None, {info.input_name: sources})
+        inputs = random_sources(info, height, width, sources, seed)
+        got = session.run(None, {info.input_name: inputs})
         with torch.no_grad():
-            want = model(torch.from_numpy(sources), **({"return_weights": True} if info.has_weight_map else {}))
+            want = model(torch.from_numpy(inputs), **({"return_weights": True} if info.has_weight_map else {}))
         want = want if isinstance(want, tuple) else (want,)
         errors = {name: float(np.abs(a - b.numpy()).max()) for name, a, b in zip(info.output_names, got, want)}
-        results.append({"size": [height, width], "num_inputs": sources.shape[1], "max_abs_error": errors})
+        results.append({"size": [height, width], "sources": inputs.shape[1], "max_abs_error": errors})
     return results
 
 

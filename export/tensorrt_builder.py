@@ -90,8 +90,8 @@ def check_profiles_fit(profiles: list[Profile], facts: OnnxFacts) -> None:
                                   f"{facts.info.input_name!r} of {facts.path} is fixed at {fixed} on that axis")
     info = facts.info
     for profile in profiles:
-        if info.num_inputs and profile.sources != info.num_inputs:
-            raise ConfigError(f"model {info.model} takes exactly {info.num_inputs} sources, not {profile.sources}")
+        if info.sources and profile.sources != info.sources:
+            raise ConfigError(f"model {info.model} takes exactly {info.sources} sources, not {profile.sources}")
         if info.channels and profile.channels != info.channels:
             raise ConfigError(f"model {info.model} takes {info.channels} channel(s), not {profile.channels}")
 
@@ -390,7 +390,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
         write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
     data = memoryview(plan)
     first = settings.profiles[0]
-    info = dataclasses.replace(facts.info, num_inputs=first.sources, channels=first.channels)
+    info = dataclasses.replace(facts.info, sources=first.sources, channels=first.channels)
     record = EngineRecord(wanted, data.nbytes, sha256_bytes(data), info, str(facts.path),
                           {"seconds": round(seconds, 1), "timing_cache": str(settings.timing_cache or ""),
                            "workspace_mib": settings.workspace_mib, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -114,7 +114,7 @@ def default_profile(info: ModelInfo, sources: int | None = None, channels: int |
     """The default profile for a model, its sizes rounded up to the model's size multiple."""
     up = lambda hw: (round_up(hw[0], info.size_multiple), round_up(hw[1], info.size_multiple))  # noqa: E731
     return Profile(up(DEFAULT_MIN_HW), up(DEFAULT_OPT_HW), up(DEFAULT_MAX_HW),
-                   sources or info.num_inputs or 2, channels or info.channels or 3)
+                   sources or info.sources or 2, channels or info.channels or 3)
 
 
 def make_profiles(min_h: list[int], opt_h: list[int], max_h: list[int], min_w: list[int], opt_w: list[int],

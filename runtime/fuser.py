@@ -295,8 +295,8 @@ class Fuser:
     def _fuse(self, frames, return_weights: bool, out):
         start = time.perf_counter()
         count, height, width, channels, dtype = check_frames(frames)
-        if self.info.num_inputs and count != self.info.num_inputs:
-            raise InputError(f"model {self.info.model} takes exactly {self.info.num_inputs} frames, got {count}")
+        if self.info.sources and count != self.info.sources:
+            raise InputError(f"model {self.info.model} takes exactly {self.info.sources} frames, got {count}")
         if return_weights and not self.info.has_weight_map:
             raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)}); "
                               "use a weight-map model such as focusmap, or return_weights=False")

@@ -22,7 +22,7 @@ class ModelInfo:
     input_name: str = "sources"
     output_names: tuple[str, ...] = ("fused",)  # plus "weights" for weight-map models
     channels: int = 0               # 1 or 3; 0 means any channel count
-    num_inputs: int = 0             # exact number of sources; 0 means any N >= 2
+    sources: int = 0             # exact number of sources; 0 means any N >= 2
     size_multiple: int = 1          # H and W must be multiples of this (the runtime pads)
     channel_order: str = "BGR"
     value_range: tuple[float, float] = (0.0, 1.0)

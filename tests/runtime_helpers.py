@@ -61,7 +61,7 @@ def focus_measure_model(gain: float = 300.0, radius: int = 7):
 
     class FocusMeasure(torch.nn.Module):
         name = "focus-measure"
-        num_inputs = None
+        sources = None
         size_multiple = 1
         has_weight_map = True
         config = {"gain": gain, "radius": radius}

@@ -65,7 +65,7 @@ def write_pairs(folder, count, size=(60, 80), seed=0):
 
 
 def test_synthetic_samples_have_one_sharp_region_per_source():
-    samples = synthetic_samples(3, size=(64, 80), num_inputs=3, seed=2)
+    samples = synthetic_samples(3, size=(64, 80), sources=3, seed=2)
     assert len(samples) == 3
     for sample in samples:
         assert len(sample.sources) == 3
@@ -114,7 +114,7 @@ def test_video_reader_takes_consecutive_frames(tmp_path, info):
     assert [s.name for s in samples] == ["sweep@0", "sweep@4", "sweep@8"]
     levels = [[round(float(f.mean()) / 20) for f in s.sources] for s in samples]
     assert levels == [[0, 1], [4, 5], [8, 9]]
-    grey = video_samples(path, 2, num_inputs=3, channels=1)
+    grey = video_samples(path, 2, sources=3, channels=1)
     assert len(grey) == 2 and len(grey[0].sources) == 3 and grey[0].sources[0].shape == (48, 64)
 
 

@@ -62,7 +62,7 @@ def test_grey_samples_and_three_sources():
     assert grey["sources"].shape == (2, 1, 64, 64) and grey["truth"].shape == (1, 64, 64)
     grey3 = make_sample(scene(*PHOTO, seed=1), np.random.default_rng(0), SynthConfig(crop=64, grey_fraction=1.0))
     assert np.array_equal(grey3["sources"][:, 0], grey3["sources"][:, 2])
-    three = make_sample(scene(*PHOTO, seed=2), np.random.default_rng(3), SynthConfig(crop=64, num_inputs=3))
+    three = make_sample(scene(*PHOTO, seed=2), np.random.default_rng(3), SynthConfig(crop=64, sources=3))
     assert three["sources"].shape == (3, 3, 64, 64) and three["focus"].shape == (3, 64, 64)
     assert np.allclose(three["focus"].sum(0), 1.0, atol=1e-5) and three["focus"].min() >= 0
 

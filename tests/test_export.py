@@ -69,8 +69,8 @@ def test_focusmap_parity_at_1080p(exported):
 
 def test_dynamic_number_of_sources_and_channels(exported):
     path, model = exported["focusmap"]
-    results = parity(path, model, sizes=[(33, 47)], num_inputs=3)
-    assert results[0]["num_inputs"] == 3 and worst(results) < TOLERANCE
+    results = parity(path, model, sizes=[(33, 47)], sources=3)
+    assert results[0]["sources"] == 3 and worst(results) < TOLERANCE
     grey = np.random.default_rng(1).random((1, 2, 1, 40, 52), dtype=np.float32)
     fused, weights = ort_session(path).run(None, {"sources": grey})
     with torch.no_grad():
@@ -132,13 +132,13 @@ def test_file_interface_and_metadata_from_a_checkpoint(tmp_path):
 
 
 def test_fixed_k_and_fixed_nets(tmp_path, exported):
-    info = export_onnx(seeded("focusmap"), tmp_path / "k3.onnx", num_inputs=3, channels=1)
+    info = export_onnx(seeded("focusmap"), tmp_path / "k3.onnx", sources=3, channels=1)
     proto = load_onnx(tmp_path / "k3.onnx")
-    assert (info.num_inputs, info.channels) == (3, 1)
+    assert (info.sources, info.channels) == (3, 1)
     assert dims(proto.graph.input[0]) == [1, 3, 1, "height", "width"]
     xu = load_onnx(exported["xu2018"][0])
     assert dims(xu.graph.input[0]) == [1, 2, 3, "height", "width"]
-    assert read_info(xu).num_inputs == 2 and read_info(xu).channels == 3
+    assert read_info(xu).sources == 2 and read_info(xu).channels == 3
 
 
 def test_unique_names_for_unnamed_and_repeated_nodes():
@@ -254,7 +254,7 @@ def test_onnx_without_metadata_or_with_other_inputs(tmp_path):
     onnx.save(proto, str(tmp_path / "plain.onnx"))
     with pytest.raises(ModelFileError, match="no mfif metadata"):
         read_info(tmp_path / "plain.onnx")
-    for key, value in ModelInfo(model="xu2018", num_inputs=2, channels=3).to_metadata().items():
+    for key, value in ModelInfo(model="xu2018", sources=2, channels=3).to_metadata().items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(tmp_path / "other.onnx"))
     with pytest.raises(ModelFileError) as error:
@@ -279,11 +279,11 @@ def test_sizes_and_options_the_net_cannot_take(tmp_path, exported):
     with pytest.raises(InputError, match="2x8"):
         check_size(read_info(path), 2, 8)
     with pytest.raises(ConfigError, match="exactly 2 sources"):
-        export_onnx(seeded("xu2018"), tmp_path / "x.onnx", num_inputs=3)
+        export_onnx(seeded("xu2018"), tmp_path / "x.onnx", sources=3)
     with pytest.raises(ConfigError, match="3 channels"):
         export_onnx(seeded("xu2018"), tmp_path / "x.onnx", channels=1)
     with pytest.raises(ConfigError, match=">= 2"):
-        export_onnx(seeded("focusmap"), tmp_path / "x.onnx", num_inputs=1)
+        export_onnx(seeded("focusmap"), tmp_path / "x.onnx", sources=1)
     with pytest.raises(ConfigError, match="opset 9"):
         export_onnx(seeded("focusmap"), tmp_path / "x.onnx", opset=9)
     with pytest.raises(ConfigError, match="lacks the attribute"):

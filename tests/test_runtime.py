@@ -256,7 +256,7 @@ def test_colour_frames_into_a_grey_only_model(tmp_path):
 def test_real_two_input_models_with_fixed_channels():
     xu_colour = Fuser(exported("xu2018", channels=3, filters=8))
     a, b, _ = demo_frames(24, 32)
-    assert xu_colour.info.num_inputs == 2 and xu_colour.info.channels == 3
+    assert xu_colour.info.sources == 2 and xu_colour.info.channels == 3
     assert xu_colour(a, b).shape == a.shape
     grey_a, grey_b, _ = demo_frames(24, 32, colour=False)
     assert xu_colour(grey_a, grey_b).shape == grey_a.shape

@@ -82,7 +82,7 @@ def fake_engine(tmp_path: Path, payload: bytes = b"not really a plan " * 64, key
     """An engine file with a correct record (the payload is not a TensorRT plan)."""
     path = tmp_path / "model.engine"
     record = EngineRecord(key or sample_key(), len(payload), sha256_bytes(payload),
-                          ModelInfo(model="meanfuse", precision="fp16", num_inputs=2, channels=3), "meanfuse.onnx")
+                          ModelInfo(model="meanfuse", precision="fp16", sources=2, channels=3), "meanfuse.onnx")
     write_engine(path, payload, record)
     return path
 
@@ -118,11 +118,11 @@ def test_profile_size_must_be_a_multiple_and_error_says_the_next_one():
 
 
 def test_default_profile_is_rounded_up_to_the_size_multiple():
-    profile = default_profile(ModelInfo(model="focusmap", size_multiple=16, num_inputs=0, channels=0))
+    profile = default_profile(ModelInfo(model="focusmap", size_multiple=16, sources=0, channels=0))
     assert profile.min_hw == (480, 640) and profile.opt_hw == (720, 1280) and profile.max_hw == (1088, 1920)
     assert (profile.sources, profile.channels) == (2, 3)
     profile.validate(16)
-    assert default_profile(ModelInfo(model="xu2018", num_inputs=2, channels=1)).channels == 1
+    assert default_profile(ModelInfo(model="xu2018", sources=2, channels=1)).channels == 1
 
 
 def test_make_profiles_shares_single_values_and_pairs_lists():
@@ -182,7 +182,7 @@ def test_record_beside_the_engine_round_trips(tmp_path):
     data, record = load_verified(path)
     assert data == path.read_bytes()
     assert record.key == sample_key()
-    assert record.model_info.num_inputs == 2 and record.model_info.precision == "fp16"
+    assert record.model_info.sources == 2 and record.model_info.precision == "fp16"
 
 
 def test_truncated_engine_is_refused_before_deserializing(tmp_path):
@@ -282,7 +282,7 @@ def test_profile_must_fit_fixed_onnx_axes_and_the_model(tmp_path):
     check_profiles_fit([Profile((480, 640), (720, 1280), (1080, 1920), sources=2)], facts)
     with pytest.raises(ConfigError, match="sources 3, but the ONNX input 'sources' .* is fixed at 2"):
         check_profiles_fit([Profile((480, 640), (720, 1280), (1080, 1920), sources=3)], facts)
-    grey = read_onnx(make_onnx(tmp_path / "grey.onnx", ModelInfo(model="xu2018", num_inputs=2, channels=1)))
+    grey = read_onnx(make_onnx(tmp_path / "grey.onnx", ModelInfo(model="xu2018", sources=2, channels=1)))
     with pytest.raises(ConfigError, match="takes 1 channel"):
         check_profiles_fit([Profile((480, 640), (720, 1280), (1080, 1920), channels=3)], grey)
 

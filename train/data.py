@@ -52,7 +52,7 @@ class SynthConfig:
     """How synthetic pairs are made. Defaults are the training settings."""
 
     crop: int = 128                      # output height and width
-    num_inputs: int = 2                  # K sources
+    sources: int = 2                  # K sources
     channels: int = 3                    # 3: BGR (some samples grey in 3 channels), 1: grey
     grey_fraction: float = 0.2           # share of grey samples when channels == 3
     sigma_range: tuple[float, float] = (2.0, 10.0)   # Gaussian sigma / disk radius, log-uniform
@@ -67,8 +67,8 @@ class SynthConfig:
     def __post_init__(self):
         if self.crop < 16:
             raise ConfigError(f"crop must be at least 16 pixels, not {self.crop}")
-        if self.num_inputs < 2:
-            raise ConfigError(f"num_inputs must be >= 2, not {self.num_inputs}")
+        if self.sources < 2:
+            raise ConfigError(f"sources must be >= 2, not {self.sources}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, not {self.channels}")
         low, high = self.sigma_range
@@ -226,7 +226,7 @@ def blur(image: np.ndarray, kind: str, size: float) -> np.ndarray:
 
 def make_sample(photo: np.ndarray, rng: np.random.Generator, config: SynthConfig) -> dict[str, np.ndarray]:
     """One synthetic sample from a uint8 BGR photo, as float32 numpy arrays (see module doc)."""
-    crop, count = config.crop, config.num_inputs
+    crop, count = config.crop, config.sources
     height, width = photo.shape[:2]
     # Downscale a random window to crop size (plus a blur margin so blur sees real context).
     margin = int(math.ceil(3 * config.sigma_range[1])) + 1

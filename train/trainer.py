@@ -206,13 +206,13 @@ def _train(config: TrainConfig, dist: _Distributed) -> dict:
     if not config.data:
         raise DataError("no data folder given: pass --data with a folder of sharp photos")
     channels = getattr(model, "channels", 3)
-    num_inputs = model.num_inputs or 2
+    sources = model.sources or 2
     try:
-        synth = SynthConfig(**{"crop": config.crop, "channels": channels, "num_inputs": num_inputs, **config.synth})
+        synth = SynthConfig(**{"crop": config.crop, "channels": channels, "sources": sources, **config.synth})
     except TypeError as exc:
         raise ConfigError(f"unknown synthetic-pair setting in {config.synth}: {exc}") from exc
     photos = load_photos(config.data, split="train", min_size=synth.crop // 2)
-    val_config = SynthConfig(**{**asdict(synth), "crop": config.val_crop, "num_inputs": num_inputs})
+    val_config = SynthConfig(**{**asdict(synth), "crop": config.val_crop, "sources": sources})
     val_samples = validation_set(config.data, val_config, count=config.val_count) if dist.main else []
     per_epoch = config.steps_per_epoch * config.batch_size * dist.world
     dataset = SyntheticPairs(photos, synth, per_epoch, seed=config.seed)

@@ -211,8 +211,8 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFileError(f"{self.path}: metadata names outputs {list(info.output_names)} but the graph has {outputs}")
         fixed = {}
         count, channels = source.shape[1], source.shape[2]
-        if isinstance(count, int) and info.num_inputs != count:
-            fixed["num_inputs"] = count
+        if isinstance(count, int) and info.sources != count:
+            fixed["sources"] = count
         if isinstance(channels, int) and info.channels != channels:
             fixed["channels"] = channels
         return dataclasses.replace(info, **fixed) if fixed else info

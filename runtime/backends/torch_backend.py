@@ -60,7 +60,7 @@ class TorchBackend(Backend):
         self.info = ModelInfo(
             model=model.name, version=checkpoint.metadata.get("mfif.format", "1"),
             precision="fp16" if self.fp16 else "fp32", output_names=outputs,
-            channels=getattr(model, "channels", 0), num_inputs=model.num_inputs or 0,
+            channels=getattr(model, "channels", 0), sources=model.sources or 0,
             size_multiple=model.size_multiple, checkpoint_sha256=checkpoint.sha256, config=dict(model.config),
         )
         self._input: np.ndarray | None = None

@@ -1,6 +1,6 @@
 """The fusion nets. Every model takes ``sources`` of shape (B, K, C, H, W), float32 in [0, 1],
 BGR channel order for colour, and returns the fused (B, C, H, W). Each has ``name``, ``config``
-(enough to rebuild it), ``num_inputs`` (None for any K >= 2), ``size_multiple`` and
+(enough to rebuild it), ``sources`` (None for any K >= 2), ``size_multiple`` and
 ``has_weight_map`` (then ``forward(sources, return_weights=True)`` also returns (B, K, H, W)
 weights)."""
 
@@ -31,7 +31,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def macs_per_pixel(model: nn.Module, channels: int = 3, num_inputs: int = 2, size: int = 64) -> float:
+def macs_per_pixel(model: nn.Module, channels: int = 3, sources: int = 2, size: int = 64) -> float:
     """Multiply-accumulates of the convolution layers per output pixel, measured with hooks on a
     size x size input (element-wise work such as the guided filter is not counted)."""
     total = 0
@@ -48,9 +48,9 @@ def macs_per_pixel(model: nn.Module, channels: int = 3, num_inputs: int = 2, siz
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     try:
         model_channels = getattr(model, "channels", channels)
-        sources = torch.zeros(1, num_inputs, model_channels, size, size)
+        inputs = torch.zeros(1, sources, model_channels, size, size)
         with torch.no_grad():
-            model(sources)
+            model(inputs)
     finally:
         for hook in hooks:
             hook.remove()

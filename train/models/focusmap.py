@@ -70,7 +70,7 @@ def _with_contrast(features: torch.Tensor, batch: int, count: int) -> torch.Tens
 
 class FocusMap(nn.Module):
     name = "focusmap"
-    num_inputs = None       # any N >= 2
+    sources = None       # any N >= 2
     has_weight_map = True
 
     def __init__(self, features: int = 8, levels: int = 3, scale: int = 1, guide_radius: int = 2,

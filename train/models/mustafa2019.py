@@ -38,7 +38,7 @@ class MultiScaleBlock(nn.Module):
 
 class Mustafa2019(nn.Module):
     name = "mustafa2019"
-    num_inputs = 2
+    sources = 2
     size_multiple = 1
     has_weight_map = False
 

@@ -12,7 +12,7 @@ from torch import nn
 
 class Xu2018(nn.Module):
     name = "xu2018"
-    num_inputs = 2          # two streams with their own weights
+    sources = 2          # two streams with their own weights
     size_multiple = 1
     has_weight_map = False
 
