@@ -424,8 +424,8 @@ def _ecc_level(cv2, template: np.ndarray, image: np.ndarray, matrix: np.ndarray,
 
 def _ecc(reference: _Pyramid, source: _Pyramid, model: str) -> tuple[np.ndarray, float, float | None]:
     """Coarse-to-fine ECC; returns (matrix at full resolution, correlation, residual_px). The
-    residual is the RMS corner distance between the estimate and the inverse of the estimate the
-    other way round (source to reference, at the finest level): a consistency check in pixels."""
+    finest level is estimated both ways (reference to source and back); the result is their mean
+    and the residual the RMS distance between where they put the frame corners."""
     cv2 = _cv2()
     top = len(reference.levels) - 1
     coarse_ref, coarse_src = reference.levels[top], source.levels[top]
@@ -455,10 +455,13 @@ def _ecc(reference: _Pyramid, source: _Pyramid, model: str) -> tuple[np.ndarray,
     try:
         backward, _ = _ecc_level(cv2, source.levels[0], reference.levels[0], np.linalg.inv(matrix), model,
                                  ECC_ITERATIONS[1])
-        residual = corner_error(full, _halve(np.linalg.inv(backward), -reference.first), width, height)
+        returned = _halve(np.linalg.inv(backward), -reference.first)
     except (_Fallback, np.linalg.LinAlgError):
-        residual = None
-    return full, correlation, residual
+        return full, correlation, None
+    # The mean of the two directions: the bias the sources' different focus gives one direction
+    # (its template is sharp where the other is blurred) is partly reversed in the other.
+    residual = corner_error(full, returned, width, height)
+    return _project((full + returned / returned[2, 2]) / 2, model, width, height), correlation, residual
 
 
 def _photometric(reference: _Pyramid, source: _Pyramid, matrix: np.ndarray, channels: int) -> tuple[tuple, tuple]:
