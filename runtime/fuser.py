@@ -25,6 +25,8 @@ from mfif.runtime.align import AlignStage, Rig
 from mfif.runtime.backends import load_backend
 from mfif.runtime.backends.base import BACKEND_STAGES, Backend
 from mfif.runtime.model_info import ModelInfo
+from mfif.runtime.device_frames import is_device_frame
+from mfif.runtime.gpu_fuse import fuse_on_gpu
 
 STAGES = ("preprocess", *BACKEND_STAGES, "postprocess")
 LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
@@ -288,6 +290,10 @@ class Fuser:
         if not self._lock.acquire(blocking=False):
             raise ConfigError("this Fuser is already fusing in another thread; use one Fuser per thread")
         try:
+            if len(frames) and is_device_frame(frames[0]):  # frames on the GPU: fused there (torch, TensorRT)
+                if return_weights or self._smoothing:
+                    raise ConfigError("weight maps and smoothing are for host frames; GPU frames give the fused frame")
+                return fuse_on_gpu(self._backend, self.info, frames, out)
             return self._fuse(frames, return_weights, out)
         finally:
             self._lock.release()
