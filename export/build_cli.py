@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mfif.errors import ConfigError
+from mfif.runtime.backends.tensorrt import device_index
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mfif.runtime.engine_cache import DEFAULT_MAX_HW, DEFAULT_MIN_HW, DEFAULT_OPT_HW
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="engine also runs on other GPUs: same-cc = any GPU of the same compute capability; "
                               "ampere+ = any Ampere or newer GPU. Costs: fewer kernels to choose from (slower, "
                               "especially ampere+); not available on Jetson")
-    options.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    options.add_argument("--device", default="auto", help="the GPU to build on: auto or cuda (GPU 0), or cuda:N")
     options.add_argument("--force", action="store_true", help="rebuild even when the cached engine matches")
     options.add_argument("--check", action="store_true",
                          help="build nothing: report whether the engine at OUTPUT matches this ONNX, GPU, TensorRT "
@@ -87,7 +88,7 @@ def settings_from_args(args: argparse.Namespace):
     settings = BuildSettings(profiles=profiles, timing_cache=Path(timing) if timing else None,
                              workspace_mib=args.workspace, version_compatible=args.version_compatible,
                              hardware_compatibility=args.hardware_compatible, optimization_level=args.opt_level,
-                             device=args.device, verbose=args.verbose)
+                             device=device_index(args.device), verbose=args.verbose)
     settings.validate()
     return facts, settings
 

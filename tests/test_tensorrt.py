@@ -329,6 +329,10 @@ def test_build_settings_from_arguments(onnx_file, tmp_path):
     facts, settings = settings_from_args(args)
     assert [p.opt_hw for p in settings.profiles] == [(720, 1280), (1080, 1920)]
     assert settings.timing_cache is None and settings.version_compatible and settings.workspace_mib == 512
+    assert settings.device == 0  # --device auto: GPU 0
+    assert settings_from_args(parser.parse_args([str(onnx_file), "--device", "cuda:1"]))[1].device == 1
+    with pytest.raises(ConfigError, match="TensorRT runs on an NVIDIA GPU, not device='cpu'"):
+        settings_from_args(parser.parse_args([str(onnx_file), "--device", "cpu"]))
     args = parser.parse_args([str(onnx_file), "--timing-cache", str(tmp_path / "t.cache"), "--workspace", "0"])
     with pytest.raises(ConfigError, match="at least 1 MiB, not 0"):
         settings_from_args(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mfif.device import DEVICE_HELP
 from mfif.errors import ConfigError, DataError
 
 # Model settings the command uses unless --config overrides them: focusmap runs at scale 2 by default.
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-crop", type=int, default=192, help="validation pair size (default 192)")
     parser.add_argument("--synth", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="synthetic-pair setting, e.g. --synth disk_fraction=0.7 (see train.data.SynthConfig)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: these small nets gain little from more, and on a "

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
+from mfif.device import parse_device
 from mfif.errors import ConfigError, DataError, ModelFileError
 from mfif.train import losses
 from mfif.train.checkpoint import load_checkpoint, save_checkpoint
@@ -136,13 +137,12 @@ class _Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
-        if (use_cuda or device.startswith("cuda:")) and not torch.cuda.is_available():
+        wanted = parse_device(device)
+        use_cuda = wanted.kind == "cuda" or (wanted.kind == "auto" and torch.cuda.is_available())
+        if use_cuda and not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
-        if device.startswith("cuda:"):
-            self.device = torch.device(device)
+        if wanted.index is not None:
+            self.device = torch.device("cuda", wanted.index)
         elif use_cuda:
             self.device = torch.device("cuda", local_rank if self.world > 1 else torch.cuda.current_device())
         else:

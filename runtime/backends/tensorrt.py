@@ -154,7 +154,6 @@ class TensorRTBackend(Backend):
                              f"profile(s), indices 0..{len(self.profiles) - 1}")
         self._pinned_profile = None if profile is None else int(profile)
         self._allocated: list = []
-        self._thread: int | None = None   # the thread that last ran; CUDA's current device is per thread
         self._closed = False
         try:
             self._allocate()
@@ -187,7 +186,7 @@ class TensorRTBackend(Backend):
 
     def _allocate(self) -> None:
         cb = self._cb
-        cb.set_device(self.gpu.index)
+        cb.use_device(self.gpu.index)
         self._stream = cb.Stream()
         self._allocated.append(self._stream)
         self._timer = cb.Timer(self._stream, BACKEND_STAGES)
@@ -249,7 +248,6 @@ class TensorRTBackend(Backend):
         twin = copy.copy(self)
         twin.last_timings = {}
         twin._allocated = []
-        twin._thread = None
         try:
             twin._allocate()
         except BaseException:
@@ -273,10 +271,7 @@ class TensorRTBackend(Backend):
 
     def _bind(self, shape: tuple[int, ...], input_ptr: int) -> None:
         self._check_open()
-        thread = threading.get_ident()
-        if thread != self._thread:
-            self._cb.set_device(self.gpu.index)
-            self._thread = thread
+        self._cb.use_device(self.gpu.index)  # CUDA's current device is per thread: a stream fuses in its own
         profile = self._choose(shape)
         addresses = {self.input_name: input_ptr, **{n: self._device[n].ptr for n in self.output_names}}
         actions = self._bindings.plan(profile, shape, addresses)
