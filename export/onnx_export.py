@@ -92,11 +92,14 @@ def _load_model(source) -> tuple["nn.Module", str, dict[str, str]]:
 def model_info(model: "nn.Module", sha256: str = "", sources: int | None = None, channels: int | None = None,
                precision: str = "fp32", version: str = "1") -> ModelInfo:
     """The metadata an exported file of ``model`` carries."""
+    from mfif.train.models import receptive_radius
+
     outputs = ("fused", "weights") if model.has_weight_map else ("fused",)
     return ModelInfo(model=model.name, version=str(version), precision=precision, input_name=INPUT_NAME,
                      output_names=outputs, channels=int(channels or getattr(model, "channels", 0)),
                      sources=int(sources or model.sources or 0), size_multiple=int(model.size_multiple),
-                     checkpoint_sha256=sha256, config=dict(model.config))
+                     pad_multiple=int(getattr(model, "pad_multiple", model.size_multiple)),
+                     receptive_radius=receptive_radius(model), checkpoint_sha256=sha256, config=dict(model.config))
 
 
 def _check_sources(model: "nn.Module", sources: int | None) -> int | None:

@@ -76,7 +76,7 @@ class _Plan:
         else:
             raise InputError(f"model {info.model} takes {model_channels}-channel frames; got {frame_channels} channels")
         self.channels = model_channels
-        multiple = max(1, info.size_multiple)
+        multiple = max(1, info.pad_multiple or info.size_multiple)
         self.padded_height = -(-height // multiple) * multiple
         self.padded_width = -(-width // multiple) * multiple
         shape = (1, count, model_channels, self.padded_height, self.padded_width)

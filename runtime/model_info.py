@@ -24,6 +24,8 @@ class ModelInfo:
     channels: int = 0               # 1 or 3; 0 means any channel count
     sources: int = 0             # exact number of sources; 0 means any N >= 2
     size_multiple: int = 1          # H and W must be multiples of this (the runtime pads)
+    pad_multiple: int = 0           # the runtime pads H and W to this (0: to size_multiple); see tiling
+    receptive_radius: int = 0       # input pixels, each way, an output pixel depends on (0: unknown)
     channel_order: str = "BGR"
     value_range: tuple[float, float] = (0.0, 1.0)
     batch: int = 1                  # exported with batch 1

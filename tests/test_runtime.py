@@ -86,13 +86,15 @@ def test_identical_frames_come_back_unchanged_at_any_size(scale4, shape):
 def test_padding_and_layout_match_the_model_on_reflect_padded_input(scale4):
     a, b, _ = demo_frames(45, 70)
     fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
-    expected = np.clip(reference(scale4, [fa, fb], 4), 0, 1)
     fuser = Fuser(scale4)
+    multiple = fuser.info.pad_multiple   # 32: scale 4, then three halvings
+    assert multiple == 32
+    expected = np.clip(reference(scale4, [fa, fb], multiple), 0, 1)
     np.testing.assert_allclose(fuser(fa, fb), expected, atol=1e-5)
     as_uint8 = fuser(a, b).astype(int)
     assert np.abs(as_uint8 - np.round(expected * 255)).max() <= 1
     grey = [np.ascontiguousarray(luma(f)) for f in (fa, fb)]
-    np.testing.assert_allclose(fuser(*grey), np.clip(reference(scale4, grey, 4), 0, 1), atol=1e-5)
+    np.testing.assert_allclose(fuser(*grey), np.clip(reference(scale4, grey, multiple), 0, 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("size, colour", [((120, 160), True), ((75, 101), False)])

@@ -61,7 +61,8 @@ class TorchBackend(Backend):
             model=model.name, version=checkpoint.metadata.get("mfif.format", "1"),
             precision="fp16" if self.fp16 else "fp32", output_names=outputs,
             channels=getattr(model, "channels", 0), sources=model.sources or 0,
-            size_multiple=model.size_multiple, checkpoint_sha256=checkpoint.sha256, config=dict(model.config),
+            size_multiple=model.size_multiple, pad_multiple=getattr(model, "pad_multiple", model.size_multiple),
+            checkpoint_sha256=checkpoint.sha256, config=dict(model.config),
         )
         self._input: np.ndarray | None = None
 

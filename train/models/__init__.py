@@ -55,3 +55,28 @@ def macs_per_pixel(model: nn.Module, channels: int = 3, sources: int = 2, size: 
         for hook in hooks:
             hook.remove()
     return total / (size * size)
+
+
+def receptive_radius(model: nn.Module, channels: int = 3) -> int:
+    """How far, in input pixels each way, an output pixel can depend on the sources: the support of
+    the gradient of one output pixel in the middle of a probe, which grows until the support stays
+    clear of the probe's borders. Fusing a large frame in tiles with this much overlap (and tile
+    origins on multiples of ``pad_multiple``) gives the same result as fusing it whole. The support
+    is measured on one random input, so a net whose ReLUs are all dead (untrained) can read 0."""
+    model_channels = getattr(model, "channels", None) or channels
+    period = getattr(model, "pad_multiple", model.size_multiple)
+    side = 128
+    while side <= 4096:
+        side = -(-side // period) * period
+        sources = torch.rand(1, 2, model_channels, side, side, generator=torch.Generator().manual_seed(0))
+        sources.requires_grad_(True)
+        fused = model(sources)
+        centre = side // 2
+        fused[0, :, centre, centre].sum().backward()
+        rows = torch.nonzero(sources.grad.abs().sum(dim=(0, 1, 2, 4)) > 0).flatten()
+        cols = torch.nonzero(sources.grad.abs().sum(dim=(0, 1, 2, 3)) > 0).flatten()
+        radius = int(max(centre - rows.min(), rows.max() - centre, centre - cols.min(), cols.max() - centre))
+        if radius < centre - period:
+            return radius
+        side *= 2
+    raise ConfigError(f"model {model.name}'s receptive field reaches past a 4096-pixel probe: it cannot be tiled")

@@ -84,6 +84,10 @@ class FocusMap(nn.Module):
                        "guide_radius": guide_radius, "guide_eps": guide_eps}
         self.scale = scale
         self.size_multiple = scale
+        # The period of the pooling grid (scale, then ``levels`` halvings): padded to it, every level
+        # is an exact fraction of the frame, so tiles of a large frame whose origins lie on this grid
+        # give the same result as the whole frame.
+        self.pad_multiple = scale * 2 ** levels
         self.guide_radius = guide_radius
         self.guide_eps = guide_eps
         self.levels = levels

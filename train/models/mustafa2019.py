@@ -40,6 +40,7 @@ class Mustafa2019(nn.Module):
     name = "mustafa2019"
     sources = 2
     size_multiple = 1
+    pad_multiple = 1
     has_weight_map = False
 
     def __init__(self, channels: int = 3, features: int = 32, branch: int = 16):

@@ -14,6 +14,7 @@ class Xu2018(nn.Module):
     name = "xu2018"
     sources = 2          # two streams with their own weights
     size_multiple = 1
+    pad_multiple = 1
     has_weight_map = False
 
     def __init__(self, channels: int = 3, filters: int = 64, kernel: int = 5):
