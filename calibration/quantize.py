@@ -38,12 +38,13 @@ DEFAULT_PERCENTILE = 99.999
 
 
 def _quantization():
-    module = require("onnxruntime.quantization", extra="export", purpose="INT8 calibration")
+    module = require("onnxruntime.quantization", extra="cpu", purpose="INT8 calibration")
     if "calibration_cache_path" not in inspect.signature(module.quantize_static).parameters:
         import onnxruntime
 
         raise BackendUnavailableError(f"onnxruntime {onnxruntime.__version__} lacks the calibration cache of "
-                                      "quantize_static; install onnxruntime>=1.27 (pip install 'mfif[export]')")
+                                      "quantize_static; install onnxruntime>=1.27 (pip install 'mfif[cpu]') "
+                                      "or onnxruntime-gpu>=1.28 (pip install 'mfif[gpu]')")
     return module
 
 

@@ -86,3 +86,51 @@ def test_wheel_installs_only_mfif_with_the_shipped_models(tmp_path):
                             env={"PYTHONPATH": str(target), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(target / "mfif" / "__init__.py"), "(16,", "16,", "3)"]
+
+
+def _extras() -> tuple[dict, dict]:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project, project["optional-dependencies"]
+
+
+def _expanded(extras: dict, name: str) -> list[str]:
+    """The requirements of extra ``name`` with the ``mfif[...]`` extras it includes spelled out."""
+    import re
+
+    found = []
+    for requirement in extras[name]:
+        included = re.fullmatch(r"mfif\[([^\]]+)\]", requirement.replace(" ", ""))
+        found += [r for part in included.group(1).split(",") for r in _expanded(extras, part)] if included \
+            else [requirement]
+    return found
+
+
+def _package(requirement: str) -> str:
+    import re
+
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("_", "-")
+
+
+def test_one_onnxruntime_floor_and_never_the_cpu_build_beside_the_gpu_build():
+    _, extras = _extras()
+    cpu_build = {requirement.replace(" ", "") for name in extras for requirement in _expanded(extras, name)
+                 if _package(requirement) == "onnxruntime"}
+    assert cpu_build == {"onnxruntime>=1.27"}, cpu_build
+    for name in extras:
+        packages = {_package(requirement) for requirement in _expanded(extras, name)}
+        assert not {"onnxruntime", "onnxruntime-gpu"} <= packages, f"extra {name!r} pulls both ONNX Runtime builds"
+    # Every combination a doc tells users to install stays on one build.
+    for combination in (("export", "gpu"), ("export", "gpu-cu12"), ("eval", "gpu"), ("train", "gpu"), ("dev",)):
+        packages = {_package(r) for name in combination for r in _expanded(extras, name)}
+        assert not {"onnxruntime", "onnxruntime-gpu"} <= packages, combination
+
+
+def test_classifiers_name_the_pythons_ci_and_the_docs_cover():
+    project, _ = _extras()
+    versions = {c.rsplit(":: ", 1)[1] for c in project["classifiers"]
+                if c.startswith("Programming Language :: Python :: 3.")}
+    assert "3.11" in versions                               # what .ci/run tests
+    assert "3.10" in versions                               # JetPack 6's Python (docs/deploy-jetson.md)
+    assert project["requires-python"] == f">={min(versions, key=lambda v: tuple(map(int, v.split('.'))))}"
+    assert "Python 3.10" in (REPO / "docs" / "deploy-jetson.md").read_text()
