@@ -14,8 +14,9 @@ from mfif.errors import DataError
 
 
 def _temporary_name(path: Path) -> Path:
-    # Hidden, in the same folder (so the rename is atomic), unique per process and thread.
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    # Hidden, in the same folder (so the rename is atomic), unique per process and thread; it ends
+    # with the real suffix for writers that choose the format by it (OpenCV's VideoWriter).
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial{path.suffix}")
 
 
 @contextlib.contextmanager

@@ -4,5 +4,6 @@ and the chosen backend only; OpenCV only where video or image files are read."""
 
 from mfif.runtime.fuser import Fuser, Stats
 from mfif.runtime.model_info import ModelInfo
+from mfif.runtime.video import VideoOutput
 
-__all__ = ["Fuser", "Stats", "ModelInfo"]
+__all__ = ["Fuser", "Stats", "ModelInfo", "VideoOutput"]

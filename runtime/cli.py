@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 import threading
@@ -29,11 +28,11 @@ import numpy as np
 from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
+from mfif.runtime.video import VIDEO_CODECS
 from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
 from mfif.runtime.align import MODELS as ALIGN_MODELS
 from mfif.runtime.align import AlignmentWarning
 
-VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", help="output image, folder (for a folder of pairs) or video (.mp4, .avi)")
     parser.add_argument("--stack", metavar="DIR", help="fuse every image in DIR (a focus stack of one scene)")
     parser.add_argument("--video", nargs="+", metavar="SRC",
-                        help="two synchronized sources, or one with --bracket: video files, camera indices, /dev/videoN, "
-                             "GStreamer pipelines, rtsp:// URLs")
+                        help="two synchronized sources, or one with --bracket: video files (or file://PATH), camera "
+                             "indices, /dev/videoN (or v4l2:///dev/videoN), csi://N (Jetson CSI cameras), GStreamer "
+                             "pipelines, rtsp:// URLs")
     parser.add_argument("--demo", metavar="DIR",
                         help="write a generated multi-focus pair DIR/demo_A.png, DIR/demo_B.png and exit")
     model = parser.add_argument_group("model and backend")
@@ -384,42 +384,41 @@ def _pairs(fuser, args, jobs: int) -> int:
     return 1 if failed else 0
 
 
-def _display(cv2, mode: str) -> bool:
+def _preview(mode: str):
+    """The preview window (display://0), or None: with 'auto' only where this OpenCV and session
+    can show one; with 'on' the reason it cannot is the error."""
+    from mfif.runtime.video import VideoOutput
+
     if mode == "off":
-        return False
-    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    usable = False
-    if not headless:
-        try:
-            cv2.namedWindow("mfif fuse", cv2.WINDOW_NORMAL)
-            usable = True
-        except cv2.error:
-            pass
-    if mode == "on" and not usable:
-        raise ConfigError("--preview on: no display here (no DISPLAY/WAYLAND_DISPLAY, or an OpenCV without GUI support "
-                          "such as opencv-python-headless)")
-    return usable
+        return None
+    try:
+        return VideoOutput("display://0")
+    except MfifError:
+        if mode == "on":
+            raise
+        return None
 
 
 def _video(fuser, args) -> int:
-    cv2 = require("cv2", extra="cpu", purpose="video and camera sources")
+    from mfif.runtime.video import VideoOutput
+
     if len(args.video) > 2:
         raise ConfigError(f"--video takes two synchronized sources or one bracketing source; got {len(args.video)}")
     source_b = args.video[1] if len(args.video) == 2 else None
-    output = Path(args.output) if args.output else None
     if args.weights_out:
         raise ConfigError("--weights-out is for images; with --video it is not supported")
-    if output is not None and output.suffix.lower() not in VIDEO_CODECS:
-        raise ConfigError(f"video output {output} needs one of the suffixes {', '.join(VIDEO_CODECS)}")
-    preview = _display(cv2, args.preview)
-    if output is None and not preview:
+    output = VideoOutput(args.output) if args.output else None
+    preview = _preview(args.preview)
+    if output is None and preview is None:
         raise ConfigError("say where to write the fused video with -o (no display for a preview here)")
     stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
                           live=True if args.live else None, smoothing=args.smoothing,
                           timeout=args.timeout, max_frames=args.max_frames, reconnect=args.reconnect)
-    writer, written, area = None, 0, None
+    area = None
     try:
         with stream:
+            if output is not None:
+                output.fps = stream.source_fps or output.fps
             total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
             for fused in _Progress(stream, total=total, unit="frame", desc="fusing"):
                 if args.crop:  # the area of the first frame set, so that every frame has one size
@@ -427,32 +426,18 @@ def _video(fuser, args) -> int:
                     x, y, width, height = area
                     fused = np.ascontiguousarray(fused[y:y + height, x:x + width])
                 if output is not None:
-                    if writer is None:
-                        writer = _open_writer(cv2, output, fused, stream.source_fps or 30.0)
-                    writer.write(fused)
-                    written += 1
-                if preview:
-                    cv2.imshow("mfif fuse", fused)
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    output.write(fused)
+                if preview is not None:
+                    preview.write(fused)
+                    if not preview.is_open:  # q, Esc or the window closed
                         break
     finally:
-        if writer is not None:
-            writer.release()
-        if preview:
-            cv2.destroyAllWindows()
+        for sink in (output, preview):
+            if sink is not None:
+                sink.close()
         stats = stream.stats
         print(f"fused {stats['frames_out']} frames at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
               + (f", reconnected {stats['reconnects']} times" if stats["reconnects"] else "")
-              + (f", wrote {written} to {output}" if writer is not None else "")
+              + (f", wrote {output.frames} to {output.path}" if output is not None and output.frames else "")
               + (f"; {stream.ended_by} ended first" if stream.ended_by and source_b else ""))
     return 0
-
-
-def _open_writer(cv2, path: Path, frame: np.ndarray, fps: float):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frame.shape[:2]
-    codec = VIDEO_CODECS[path.suffix.lower()]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height), frame.ndim == 3)
-    if not writer.isOpened():
-        raise DataError(f"OpenCV cannot write {path} with codec {codec} at {width}x{height}")
-    return writer

@@ -55,14 +55,18 @@ RECONNECT_MAX_DELAY = 8.0
 
 @dataclass(frozen=True)
 class Source:
-    """One video source: ``kind`` is 'camera', 'device', 'gstreamer', 'network' or 'file'."""
+    """One video source: ``kind`` is 'camera', 'device', 'gstreamer', 'network' or 'file';
+    ``label`` names it where the spec alone would not (a csi:// camera's pipeline)."""
 
     spec: str | int
     kind: str
     live: bool
+    label: str = ""
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         if self.kind == "camera":
             return f"camera {self.spec}"
         if self.kind == "gstreamer":
@@ -95,14 +99,42 @@ class Source:
         return capture
 
 
+CSI_DEFAULTS = {"width": 1920, "height": 1080, "framerate": 30, "flip": 0}
+
+
+def csi_pipeline(sensor: int, width: int = 1920, height: int = 1080, framerate: int = 30, flip: int = 0) -> str:
+    """The GStreamer pipeline of a Jetson CSI camera (Argus), converted to BGR for OpenCV."""
+    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"framerate={framerate}/1, format=NV12 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
+            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1")
+
+
+def _csi_source(uri: str, rest: str) -> Source:
+    """csi://N[?width=W&height=H&framerate=F&flip=M] as its nvarguscamerasrc pipeline."""
+    sensor, _, query = rest.partition("?")
+    options = dict(CSI_DEFAULTS)
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        if key not in options or not value.isdigit():
+            raise ConfigError(f"source {uri!r}: option {item!r} is not one of {', '.join(f'{k}=N' for k in options)}")
+        options[key] = int(value)
+    if not sensor.isdigit():
+        raise ConfigError(f"source {uri!r}: expected csi://N with N the sensor index, e.g. csi://0")
+    return Source(csi_pipeline(int(sensor), **options), "gstreamer", True, label=f"CSI camera {uri}")
+
+
 def describe_source(spec, live: bool | None = None) -> Source:
-    """Classify a source: an int or digit string is a camera index; '/dev/videoN' a V4L2 device; a
-    string with '!' a GStreamer pipeline; rtsp://, http:// ... a network stream; else a file."""
+    """Classify a source. URIs as jetson-utils names them: csi://N (a Jetson CSI camera through
+    nvarguscamerasrc; options ?width=&height=&framerate=&flip=), v4l2:///dev/videoN, file://PATH,
+    rtsp:// (and the other network schemes). Without a scheme: an int or digit string is a camera
+    index; '/dev/videoN' a V4L2 device; a string with '!' a GStreamer pipeline; else a file."""
     if isinstance(spec, Path):
         spec = str(spec)
     if isinstance(spec, bool) or not isinstance(spec, (int, str)) or spec == "":
         raise ConfigError(f"a video source is a file path, a camera index, /dev/videoN, a GStreamer pipeline or "
-                          f"a URL; got {spec!r}")
+                          f"a URI (csi://0, v4l2:///dev/video0, file://a.mp4, rtsp://...); got {spec!r}")
+    scheme, separator, rest = spec.partition("://") if isinstance(spec, str) else ("", "", "")
+    scheme = scheme.lower()
     if isinstance(spec, int) or spec.isdigit():
         source = Source(int(spec), "camera", True)
     elif spec.startswith("/dev/video"):
@@ -111,11 +143,23 @@ def describe_source(spec, live: bool | None = None) -> Source:
         source = Source(spec, "gstreamer", "filesrc" not in spec)
     elif spec.lower().startswith(NETWORK_PREFIXES):
         source = Source(spec, "network", True)
+    elif separator and scheme == "csi":
+        source = _csi_source(spec, rest)
+    elif separator and scheme == "v4l2":
+        if not rest.startswith("/dev/"):
+            raise ConfigError(f"source {spec!r}: expected v4l2:///dev/videoN (three slashes: the device path)")
+        source = Source(rest, "device", True)
+    elif separator and scheme != "file":
+        hint = " (display:// is an output: VideoOutput('display://0'))" if scheme == "display" else ""
+        raise ConfigError(f"unknown source scheme in {spec!r}{hint}; sources are csi://N, v4l2:///dev/videoN, "
+                          f"file://PATH, {', '.join(NETWORK_PREFIXES)} URLs, camera indices, GStreamer pipelines or "
+                          "file paths")
     else:
-        if not Path(spec).exists() or Path(spec).is_dir():  # exists(): a named pipe is a valid source too
-            raise SourceError(f"video file not found: {spec}")
-        source = Source(spec, "file", False)
-    return source if live is None else Source(source.spec, source.kind, bool(live))
+        path = rest if separator else spec
+        if not Path(path).exists() or Path(path).is_dir():  # exists(): a named pipe is a valid source too
+            raise SourceError(f"video file not found: {path}")
+        source = Source(path, "file", False)
+    return source if live is None else Source(source.spec, source.kind, bool(live), source.label)
 
 
 class Stream:

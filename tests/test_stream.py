@@ -189,6 +189,90 @@ def test_source_kinds():
     assert describe_source(0, live=False).live is False
 
 
+def test_source_uris_as_jetson_inference_names_them(tmp_path):
+    csi = describe_source("csi://1?width=1280&height=720&framerate=60")
+    assert csi.kind == "gstreamer" and csi.live and csi.name == "CSI camera csi://1?width=1280&height=720&framerate=60"
+    assert csi.spec.startswith("nvarguscamerasrc sensor-id=1 ! ") and "width=1280, height=720, framerate=60/1" in csi.spec
+    assert csi.spec.endswith("format=BGR ! appsink drop=true max-buffers=1")
+    assert "width=1920, height=1080, framerate=30/1" in describe_source("csi://0").spec
+    assert describe_source("v4l2:///dev/video2") == describe_source("/dev/video2")
+    video = write_video(tmp_path / "a.avi", [np.zeros((8, 8, 3), np.uint8)] * 2)
+    assert describe_source(f"file://{video}") == describe_source(video) and not describe_source(f"file://{video}").live
+    assert describe_source("rtsp://10.0.0.2:8554/cam").kind == "network"
+    with pytest.raises(SourceError, match="video file not found: missing.avi"):
+        describe_source("file://missing.avi")
+    for uri, message in [("csi://front", "expected csi://N"), ("csi://0?exposure=3", "'exposure=3' is not one of width=N"),
+                         ("v4l2://video0", "three slashes"), ("display://0", r"an output: VideoOutput\('display://0'\)"),
+                         ("webcam://0", "unknown source scheme in 'webcam://0'")]:
+        with pytest.raises(ConfigError, match=message):
+            describe_source(uri)
+
+
+def test_a_csi_camera_without_gstreamer_support_names_the_camera(fuser):
+    import cv2
+
+    if cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(SourceError, match=r"CSI camera csi://0: this OpenCV .* has no GStreamer support"):
+        list(fuser.stream("csi://0", "csi://1"))
+
+
+def test_readme_camera_loop_in_five_lines_runs_on_video_files(tmp_path):
+    """README's loop, run as it is written, on two generated MJPG files named as it names them."""
+    text = (REPO / "README.md").read_text()
+    block = next(part.split("```")[0] for part in text.split("```python\n") if "VideoOutput(" in part.split("```")[0])
+    assert len([line for line in block.splitlines() if line.strip()]) == 5
+    path_a, path_b = make_pair_videos(tmp_path, count=6)
+    path_a.rename(tmp_path / "near.avi")
+    path_b.rename(tmp_path / "far.avi")
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    fused = read_video(tmp_path / "fused.avi")
+    expected = [Fuser()(a, b) for a, b in zip(read_video(tmp_path / "near.avi"), read_video(tmp_path / "far.avi"))]
+    assert len(fused) == len(expected) == 6
+    for got, want in zip(fused, expected):  # MJPG's loss only
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).mean() < 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.avi", "fused.avi", "near.avi"]
+
+
+def test_video_output_files_are_atomic_and_errors_name_the_values(tmp_path):
+    from mfif.errors import BackendUnavailableError, DataError
+    from mfif.runtime.video import VideoOutput, has_gui
+
+    a, b, _ = demo_frames(48, 64)
+    target = tmp_path / "out" / "fused.mp4"
+    target.parent.mkdir()
+    target.write_bytes(b"an earlier file")
+    output = VideoOutput(f"file://{target}", fps=12)
+    for frame in (a, b, a):
+        output.write(frame)
+    assert target.read_bytes() == b"an earlier file"  # until close, the frames go to a temporary file
+    with pytest.raises(InputError, match=r"is \(48, 64, 3\) per frame; got a frame of shape \(48, 60, 3\)"):
+        output.write(a[:, :60])
+    with pytest.raises(InputError, match=r"takes uint8 .* got shape \(48, 64, 3\) float32"):
+        output.write(a.astype(np.float32))
+    output.close()
+    output.close()
+    assert output.frames == 3 and not output.is_open and len(read_video(target)) == 3
+    assert sorted(p.name for p in target.parent.iterdir()) == ["fused.mp4"]
+    with VideoOutput(tmp_path / "grey.avi") as grey:
+        grey.write(a[:, :, 0].copy())
+    assert read_video(tmp_path / "grey.avi")[0].shape == (48, 64, 3)  # OpenCV decodes MJPG to BGR
+    with pytest.raises(ConfigError, match="needs one of the suffixes .avi, .mp4"):
+        VideoOutput("fused.gif")
+    with pytest.raises(ConfigError, match="unknown video output 'rtsp://host/x'"):
+        VideoOutput("rtsp://host/x")
+    with pytest.raises(ConfigError, match="expected display://N"):
+        VideoOutput("display://left")
+    with pytest.raises(DataError, match=r"cannot create the folder"):
+        VideoOutput(target / "x.avi").write(a)  # below a file: no folder can be made
+    import cv2
+
+    if not has_gui(cv2):  # the pip headless wheel, as here
+        with pytest.raises(BackendUnavailableError, match="no GUI support .*opencv-python-headless"):
+            VideoOutput("display://0")
+
+
 def test_gstreamer_pipeline_without_gstreamer_support(fuser):
     import cv2
 
