@@ -674,16 +674,17 @@ class Warper:
             aligned[k] = buffer
         return aligned
 
-    def mask_weights(self, weights: np.ndarray) -> None:
+    def mask_weights(self, weights: np.ndarray, region: tuple[slice, slice] = (slice(None), slice(None))) -> None:
         """Zero the weights (K, H, W view, float32) where a source does not cover the frame and
-        renormalize them to sum to 1 over K, in place."""
+        renormalize them to sum to 1 over K, in place. ``region``: the rows and columns of the
+        frame the weights cover (a tile)."""
         if self.coverage is None:
             return
-        weights *= self.coverage
+        weights *= self.coverage[(slice(None), *region)]
         # A pixel where only uncovered sources had weight (a softmax can give exactly 0) goes to the
         # reference, which covers everything.
         weights[self.rig.reference] += np.float32(1e-6)
-        total = np.sum(weights, axis=0, out=self._total)
+        total = np.sum(weights, axis=0, out=self._total[region])
         weights /= total
 
     def common_area(self) -> tuple[int, int, int, int]:
@@ -790,10 +791,11 @@ class AlignStage:
         """float32 (K, H, W): 1 where a source covers the reference frame; None if all do (or off)."""
         return None if self._warper is None or self.mode == "off" else self._warper.coverage
 
-    def mask_weights(self, weights: np.ndarray) -> None:
-        """Zero the weights (K, H, W) where a source does not cover the frame; renormalize."""
+    def mask_weights(self, weights: np.ndarray, region: tuple[slice, slice] = (slice(None), slice(None))) -> None:
+        """Zero the weights (K, H, W) where a source does not cover the frame (``region``: the part
+        of the frame they cover); renormalize."""
         if self.coverage is not None:
-            self._warper.mask_weights(weights)
+            self._warper.mask_weights(weights, region)
 
     def common_area(self) -> tuple[int, int, int, int] | None:
         """The rectangle (x, y, width, height) every source covers, after the latest frame set."""

@@ -29,6 +29,11 @@ from mfif.runtime.device_frames import is_device_frame
 from mfif.runtime.gpu_fuse import fuse_on_gpu
 
 STAGES = ("preprocess", *BACKEND_STAGES, "postprocess")
+# Working memory of a fuse call, in bytes per (padded) pixel and source, beyond the frames and the
+# output: the float32 planar sources, the model's activations and the output staging. Measured with
+# the shipped focusmap on ONNX Runtime (CPU): 109-118 bytes per pixel for a pair of 6-16 megapixels.
+WORKING_BYTES_PER_PIXEL_PER_SOURCE = 60
+DEFAULT_MEMORY_LIMIT = 1.75 * 2**30
 LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
 CB_SCALE, CR_SCALE = 0.564, 0.713  # Cb = 0.564 (B - Y), Cr = 0.713 (R - Y)
 FLOAT_TOLERANCE = 1.0 / 255.0   # float frames may stray this far outside [0, 1] (rounding)
@@ -177,7 +182,14 @@ class Fuser:
 
     def __init__(self, model: str | Path | Backend | None = None, *, backend: str = "auto", device: str = "auto",
                  smoothing: float = 0.0, stats_window: int = 100, align: str | Path | Rig = "off",
-                 align_model: str = DEFAULT_ALIGN_MODEL) -> None:
+                 align_model: str = DEFAULT_ALIGN_MODEL, memory_limit: float | None = DEFAULT_MEMORY_LIMIT,
+                 max_pixels: int | None = None) -> None:
+        if memory_limit is not None and not memory_limit > 0:
+            raise ConfigError(f"memory_limit must be a number of bytes > 0 (or None: no limit), not {memory_limit}")
+        if max_pixels is not None and max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1 (or None: no limit), not {max_pixels}")
+        self.memory_limit = memory_limit
+        self.max_pixels = max_pixels
         self._alignment = AlignStage(align, align_model)
         if isinstance(model, Backend):
             if backend != "auto" or device != "auto":
@@ -300,16 +312,40 @@ class Fuser:
 
     def _fuse(self, frames, return_weights: bool, out):
         start = time.perf_counter()
+        smoothing = self._smoothing  # read once: another thread may set it while this frame is fused
         count, height, width, channels, dtype = check_frames(frames)
         if self.info.sources and count != self.info.sources:
             raise InputError(f"model {self.info.model} takes exactly {self.info.sources} frames, got {count}")
         if return_weights and not self.info.has_weight_map:
             raise ConfigError(f"model {self.info.model} gives no weight map (outputs: {list(self.info.output_names)}); "
                               "use a weight-map model such as focusmap, or return_weights=False")
+        if self.max_pixels and height * width > self.max_pixels:
+            raise InputError(f"frames of {width}x{height} ({height * width / 1e6:.1f} megapixels) exceed max_pixels="
+                             f"{self.max_pixels} ({self.max_pixels / 1e6:.1f} megapixels): downscale them or raise the limit")
         frames = self._alignment(frames)  # the sources in the reference's frame (unchanged when off)
         shape = frames[0].shape
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype):
             raise InputError(f"out must be an array of shape {shape} and dtype {dtype}, like the frames; got {_describe(out)}")
+        if out is None:
+            out = np.empty(shape, dtype)
+        tile = self._tile_side(frames, smoothing)
+        if tile is None:
+            weights, times = self._fuse_region(frames, out, return_weights, smoothing, (slice(0, height), slice(0, width)))
+        else:
+            weights, times = self._fuse_tiles(frames, out, return_weights, tile)
+        end = time.perf_counter()
+
+        row = self._times[self._frames % len(self._times)]
+        row[:] = (*times, (end - start) * 1e3)
+        self._frames += 1
+        return (out, weights) if return_weights else out
+
+    def _fuse_region(self, frames, out, return_weights: bool, smoothing: float, region: tuple[slice, slice]):
+        """Fuse frames (the whole frame set, or views of one tile at ``region`` of it) into ``out``.
+        Returns the weights (K, H, W, a copy) or None, and the stage times in milliseconds."""
+        start = time.perf_counter()
+        count, height, width, channels, dtype = len(frames), *frames[0].shape[:2], \
+            1 if frames[0].ndim == 2 else frames[0].shape[2], frames[0].dtype
         key = (count, height, width, channels, dtype)
         if self._plan is None or self._plan.key != key:
             self._plan = _Plan(key, self.info, self._backend)
@@ -320,30 +356,73 @@ class Fuser:
         # Pixels an aligned source does not cover hold the reference's values; with 3+ sources their
         # weight is moved to the covering sources and the frame blended again.
         coverage = self._alignment.coverage if self.info.has_weight_map else None
-        reblend = coverage is not None and count > 2 and not self._smoothing
-        fused, weights = self._backend.run(plan.sources, return_weights or bool(self._smoothing) or reblend)
+        reblend = coverage is not None and count > 2 and not smoothing
+        fused, weights = self._backend.run(plan.sources, return_weights or bool(smoothing) or reblend)
         transfer = self._backend.last_timings
         ran = time.perf_counter()
 
         if coverage is not None and weights is not None:
             if not weights.flags.writeable:
                 weights = weights.copy()
-            self._alignment.mask_weights(weights[0, :, :height, :width])
+            self._alignment.mask_weights(weights[0, :, :height, :width], region)
             if reblend:
                 fused = self._blend(plan, weights)
-        if self._smoothing:
-            fused, weights = self._smooth(plan, weights)
-        if out is None:
-            out = np.empty(shape, dtype)
+        if smoothing:
+            fused, weights = self._smooth(plan, weights, smoothing)
         self._postprocess(plan, fused, frames, out)
-        result = (out, weights[0, :, :height, :width].copy()) if return_weights else out
+        weights = weights[0, :, :height, :width].copy() if return_weights else None
         end = time.perf_counter()
+        return weights, ((prepared - start) * 1e3, *(transfer.get(stage, 0.0) for stage in BACKEND_STAGES),
+                         (end - ran) * 1e3)
 
-        row = self._times[self._frames % len(self._times)]
-        row[:] = ((prepared - start) * 1e3, *(transfer.get(stage, 0.0) for stage in BACKEND_STAGES),
-                  (end - ran) * 1e3, (end - start) * 1e3)
-        self._frames += 1
-        return result
+    def _tile_side(self, frames, smoothing: float) -> int | None:
+        """None when fusing the whole frame fits ``memory_limit`` (with the frames and the output);
+        else the side of the square tiles that do. Tiles start on the model's pad grid and overlap
+        by its receptive radius, so the result equals the whole frame's (docs/runtime.md)."""
+        count, (height, width) = len(frames), frames[0].shape[:2]
+        multiple = max(1, self.info.pad_multiple or self.info.size_multiple)
+        per_pixel = WORKING_BYTES_PER_PIXEL_PER_SOURCE * count
+        padded = (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
+        budget = (self.memory_limit or 0) - sum(frame.nbytes for frame in frames) - frames[0].nbytes
+        if self.memory_limit is None or padded * per_pixel <= budget:
+            return None
+        size = f"frames of {width}x{height} ({height * width / 1e6:.1f} megapixels, {count} sources)"
+        limit = f"memory_limit={self.memory_limit / 2**30:.2f} GiB"
+        if smoothing:
+            raise ConfigError(f"{size} need {padded * per_pixel / 2**30:.2f} GiB to fuse whole, over {limit}; "
+                              "temporal smoothing needs the whole frame: raise memory_limit or turn smoothing off")
+        if not self.info.receptive_radius:
+            raise InputError(f"{size} need {padded * per_pixel / 2**30:.2f} GiB to fuse whole, over {limit}, and "
+                             f"model {self.info.model} does not record its receptive radius, which fusing in tiles "
+                             "needs: export it again with 'mfif export', or raise memory_limit")
+        margin = -(-self.info.receptive_radius // multiple) * multiple
+        side = (int((max(budget, 0) / per_pixel) ** 0.5) - 2 * margin) // multiple * multiple
+        if side < 2 * multiple:
+            raise InputError(f"{size} do not fit {limit} even in tiles: the frames and the output alone take "
+                             f"{(self.memory_limit - budget) / 2**30:.2f} GiB; raise memory_limit or downscale the frames")
+        return side
+
+    def _fuse_tiles(self, frames, out, return_weights: bool, side: int):
+        """Fuse in square tiles of ``side`` (plus the receptive radius around each, cut off again)."""
+        height, width = frames[0].shape[:2]
+        multiple = max(1, self.info.pad_multiple or self.info.size_multiple)
+        margin = -(-self.info.receptive_radius // multiple) * multiple
+        weights = np.empty((len(frames), height, width), np.float32) if return_weights else None
+        times = np.zeros(len(STAGES))
+        for top in range(0, height, side):
+            for left in range(0, width, side):
+                rows = slice(max(0, top - margin), min(height, top + side + margin))
+                cols = slice(max(0, left - margin), min(width, left + side + margin))
+                views = [frame[rows, cols] for frame in frames]
+                tile_out = np.empty(views[0].shape, out.dtype)
+                tile_weights, tile_times = self._fuse_region(views, tile_out, return_weights, 0.0, (rows, cols))
+                times += tile_times
+                core = (slice(top - rows.start, min(top + side, height) - rows.start),
+                        slice(left - cols.start, min(left + side, width) - cols.start))
+                out[top:top + side, left:left + side] = tile_out[core]
+                if weights is not None:
+                    weights[:, top:top + side, left:left + side] = tile_weights[(slice(None), *core)]
+        return weights, tuple(times)
 
     def _preprocess(self, plan: _Plan, frames) -> None:
         """Frames -> plan.sources (1, K, C, Hp, Wp) float32 in [0, 1], reflect-padded."""
@@ -376,14 +455,14 @@ class Fuser:
                 raise InputError(f"float32 frames must hold values in [0, 1]; got {what}. "
                                  "Divide 0..255 data by 255, or pass uint8 frames")
 
-    def _smooth(self, plan: _Plan, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _smooth(self, plan: _Plan, weights: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
         """EMA of the weight maps, and the fused frame as the weighted sum of the sources."""
         if plan.smoothed is None:
             plan.smoothed = weights.copy()
             plan.fresh = np.empty_like(weights)
         else:
-            plan.smoothed *= np.float32(self._smoothing)
-            np.multiply(weights, np.float32(1.0 - self._smoothing), out=plan.fresh)
+            plan.smoothed *= np.float32(smoothing)
+            np.multiply(weights, np.float32(1.0 - smoothing), out=plan.fresh)
             plan.smoothed += plan.fresh
         return self._blend(plan, plan.smoothed), plan.smoothed
 
