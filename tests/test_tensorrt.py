@@ -338,6 +338,84 @@ def test_build_settings_from_arguments(onnx_file, tmp_path):
         settings_from_args(args)
 
 
+def build_settings(*argv):
+    """settings_from_args for ``mfif build ARGV`` (no TensorRT needed)."""
+    import argparse
+
+    from mfif.export.build_cli import add_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from_args(parser.parse_args([str(arg) for arg in argv]))
+
+
+def test_build_takes_trtexec_spellings(onnx_file, tmp_path):
+    facts, settings = build_settings(onnx_file, "--optShapes=sources:1x2x3x720x1280", "--memPoolSize=workspace:2G",
+                                     f"--timingCacheFile={tmp_path / 't.cache'}", "--builderOptimizationLevel=5")
+    (profile,) = settings.profiles
+    assert profile.min_hw == profile.opt_hw == profile.max_hw == (720, 1280)   # optShapes alone: a fixed size
+    assert (profile.sources, profile.channels) == (2, 3)
+    assert settings.workspace_mib == 2048 and settings.optimization_level == 5
+    assert settings.timing_cache == tmp_path / "t.cache"
+    _, settings = build_settings(onnx_file, "--minShapes=sources:1x3x1x480x640", "--optShapes='sources':1x3x1x720x1280",
+                                 "--maxShapes=sources:1x3x1x1080x1920", "--memPoolSize=workspace:512")
+    (profile,) = settings.profiles
+    assert (profile.min_hw, profile.opt_hw, profile.max_hw) == ((480, 640), (720, 1280), (1080, 1920))
+    assert (profile.sources, profile.channels, settings.workspace_mib) == (3, 1, 512)
+    assert build_settings(onnx_file, "--memPoolSize=workspace:1536M")[1].workspace_mib == 1536
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optShapes=input:1x2x3x720x1280"], "names input 'input'; this model's input is 'sources'"),
+    (["--optShapes=sources:2x2x3x720x1280"], "batch 2; mfif engines take batch 1"),
+    (["--optShapes=sources:1x2x720x1280"], "expected 5 positive dimensions 1xKxCxHxW"),
+    (["--optShapes=sources:1x2x3x720x1280", "--opt-height", "720"], "not both"),
+    (["--minShapes=sources:1x2x3x480x640"], "--optShapes, --maxShapes missing"),
+    (["--minShapes=sources:1x2x3x480x640", "--optShapes=sources:1x3x3x720x1280", "--maxShapes=sources:1x2x3x1080x1920"],
+     "must agree on sources and channels"),
+    (["--optShapes=sources:1x2x3x720x1280", "--sources", "3"], "--sources 3 disagrees with the shapes' sources 2"),
+    (["--optShapes=sources:1x2x3x720x1282"], "width 1282 is not a multiple of 8"),   # the profile's own check
+    (["--memPoolSize=dlaSRAM:1"], "sets only the workspace pool"),
+    (["--memPoolSize=workspace:lots"], "is not a size"),
+    (["--memPoolSize=workspace:1", "--workspace", "1"], "not both"),
+    (["--memPoolSize=workspace:0.5M"], "at least 1 MiB, not 0"),
+])
+def test_build_trtexec_spellings_refuse_bad_values_by_name(tmp_path, argv, message):
+    onnx_file = make_onnx(tmp_path / "m8.onnx", ModelInfo(model="focusmap", size_multiple=8))
+    with pytest.raises(ConfigError) as error:
+        build_settings(onnx_file, *argv)
+    assert message in str(error.value)
+
+
+def test_build_fp16_and_int8_pick_the_variant_beside_the_file(tmp_path, capsys):
+    base = make_onnx(tmp_path / "fm.onnx")
+    with pytest.raises(ConfigError, match=r"fm_fp16.onnx not found\); make it with: mfif export .*fm.onnx --fp16"):
+        build_settings(base, "--fp16")
+    fp16 = make_onnx(tmp_path / "fm_fp16.onnx", ModelInfo(model="meanfuse", precision="fp16"), precision="fp16")
+    int8 = make_onnx(tmp_path / "fm_int8.onnx", ModelInfo(model="meanfuse", precision="int8"), precision="int8")
+    assert build_settings(base, "--fp16")[0].path == fp16
+    assert build_settings(fp16, "--int8")[0].path == int8          # from any variant to another
+    assert build_settings(fp16, "--fp16")[0].path == fp16
+    assert build_settings(base)[0].path == base                   # no flag: the file given
+    make_onnx(tmp_path / "fm_fp16.onnx", ModelInfo(model="meanfuse", precision="fp32"))   # mislabelled variant
+    with pytest.raises(ModelFileError, match="is a fp32 model by its metadata, not fp16"):
+        build_settings(base, "--fp16")
+    with pytest.raises(SystemExit):
+        build_settings(base, "--fp16", "--int8")
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here; this checks the message where it is not")
+def test_build_trtexec_command_line_gets_as_far_as_tensorrt(capsys, tmp_path):
+    base = make_onnx(tmp_path / "fm.onnx")
+    make_onnx(tmp_path / "fm_int8.onnx", ModelInfo(model="meanfuse", precision="int8"), precision="int8")
+    code, text = run_build(capsys, base, "--int8", "--saveEngine=" + str(tmp_path / "x.engine"),
+                           "--optShapes=sources:1x2x3x96x128")
+    assert code == 2 and "'tensorrt' is not installed" in text
+    assert f"building {tmp_path / 'fm_int8.onnx'} (int8" in text
+    assert "profile 0: 96x128 .. 96x128 (HxW, tuned for 96x128), 2 sources x 3 channels" in text
+
+
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here; this checks the message where it is not")
 def test_build_without_tensorrt_names_the_extra(capsys, onnx_file):
     code, text = run_build(capsys, onnx_file)
