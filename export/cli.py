@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mfif.cli import parse_key_values
     from mfif.export.fp16 import convert_fp16
     from mfif.export.onnx_export import export_onnx
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         raise ConfigError("give the output file with -o OUT.onnx")
     source = _random_model(args.random) if args.random else args.source
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_key_values(args.overrides, "--set")
     if overrides:
         from mfif.export.onnx_export import load_model
 
@@ -70,20 +71,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_verify:
             _print_fp16_check(args.output, args.fp16)
     return 0
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """['scale=4'] -> {'scale': 4}: values are read as JSON (numbers, lists), else kept as text."""
-    overrides = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set takes KEY=VALUE (e.g. scale=4), not {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = text
-    return overrides
 
 
 def _checkpoint_with(path, overrides: dict):

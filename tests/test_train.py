@@ -24,7 +24,8 @@ from mfif.train import losses  # noqa: E402
 from mfif.train.checkpoint import load_checkpoint  # noqa: E402
 from mfif.train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
 from mfif.train.models import build_model  # noqa: E402
-from mfif.train.trainer import TrainConfig, compute_loss, train  # noqa: E402
+from mfif.train.config import TrainConfig  # noqa: E402
+from mfif.train.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,13 +74,13 @@ def test_a_few_steps_lower_the_loss(name, config):
     torch.manual_seed(0)
     model = build_model(name, **config)
     optimizer = torch.optim.Adam(model.parameters(), lr={"xu2018": 1e-3, "focusmap": 1e-2}.get(name, 3e-3))
-    first = compute_loss(name, model, batch).item()
+    first = model.loss(batch).item()
     for _ in range(12):
-        loss = compute_loss(name, model, batch)
+        loss = model.loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert compute_loss(name, model, batch).item() < 0.9 * first
+    assert model.loss(batch).item() < 0.9 * first
 
 
 def _weights(path) -> dict:

@@ -1,6 +1,8 @@
-"""The training loop, top to bottom: data, model, optimizer, epochs of steps, validation against the
-ground truth after each epoch, safetensors checkpoints. Runs on the CPU or one GPU, or on several
-GPUs with PyTorch DDP when started by ``torchrun`` (WORLD_SIZE set)."""
+"""The training loop, top to bottom: set-up (device, model and optimizer, fresh or resumed), data,
+then per epoch the optimizer steps, a validation against the ground truth and the checkpoints.
+The model owns its recipe (loss, learning rate, training config: train/models), the options are
+:class:`train.config.TrainConfig`; nothing here depends on which model trains. Runs on the CPU or
+one GPU, or on several GPUs with PyTorch DDP when started by ``torchrun`` (WORLD_SIZE set)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,56 +22,11 @@ from mfif.device import parse_device
 from mfif.errors import ConfigError, DataError, ModelFileError
 from mfif.train import losses
 from mfif.train.checkpoint import load_checkpoint, save_checkpoint
+from mfif.train.config import TrainConfig
 from mfif.train.data import RealPairCrops, SourcesOnly, SynthConfig, SyntheticPairs, load_photos, validation_set
-from mfif.train.models import MODELS, build_model, count_parameters
+from mfif.train.models import build_model, count_parameters
 
-DEFAULT_LR = {"xu2018": 1e-3, "mustafa2019": 1e-3, "focusmap": 2e-3}
 OPTIM_PREFIX = "optim/"
-
-
-@dataclass
-class TrainConfig:
-    model: str = "focusmap"
-    model_config: dict = field(default_factory=dict)
-    data: str = ""                      # folder of sharp photos (synthetic pairs)
-    real: list[str] = field(default_factory=list)   # folders of real pairs (unsupervised models only)
-    out: str = "runs/focusmap"
-    epochs: int = 2
-    steps_per_epoch: int = 50
-    steps: int = 0                      # total optimizer steps; when > 0 it sets the epochs
-    batch_size: int = 8
-    crop: int = 96
-    lr: float = 0.0                     # 0: the model's default (DEFAULT_LR)
-    warmup_steps: int = 20
-    seed: int = 0
-    val_count: int = 16
-    val_crop: int = 192
-    device: str = "auto"
-    workers: int = 0
-    resume: str = ""
-    stop_after: int = 0                 # stop after this many epochs (schedule unchanged); resume later
-    synth: dict = field(default_factory=dict)   # SynthConfig overrides
-
-    def __post_init__(self):
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "val_count"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.steps < 0 or self.lr < 0 or self.workers < 0:
-            raise ConfigError(f"steps, lr and workers must not be negative "
-                              f"(got {self.steps}, {self.lr}, {self.workers})")
-        if self.real and self.model != "mustafa2019":
-            raise ConfigError(f"--real pairs have no ground truth and only train the unsupervised mustafa2019, "
-                              f"not {self.model}")
-        if self.steps:
-            self.epochs = math.ceil(self.steps / self.steps_per_epoch)
-        if not self.lr:
-            self.lr = DEFAULT_LR[self.model]
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps or self.epochs * self.steps_per_epoch
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -79,17 +36,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
         return config.lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, config.total_steps - warmup))
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def compute_loss(model_name: str, model, batch: dict) -> torch.Tensor:
-    sources = batch["sources"]
-    if model_name == "focusmap":
-        fused, weights = model(sources, return_weights=True)
-        return losses.focusmap_loss(fused, batch["truth"], weights, batch.get("focus"), sources)
-    fused = model(sources)
-    if model_name == "xu2018":
-        return losses.mse_loss(fused, batch["truth"])
-    return losses.unsupervised_ssim_loss(fused, sources)
 
 
 @torch.no_grad()
@@ -112,22 +58,8 @@ def evaluate(model, samples: list[dict], device: torch.device, batch_size: int =
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            tensors[f"{OPTIM_PREFIX}{index}/{key}"] = torch.as_tensor(value)
-    return tensors, json.dumps(state["param_groups"])
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, extra: dict[str, torch.Tensor], groups: str) -> None:
-    state: dict[int, dict] = {}
-    for name, value in extra.items():
-        if name.startswith(OPTIM_PREFIX):
-            index, key = name[len(OPTIM_PREFIX):].split("/")
-            state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+# ---------------------------------------------------------------------------------------------
+# Processes and devices
 
 
 class _Distributed:
@@ -165,22 +97,70 @@ class _Distributed:
             torch.distributed.destroy_process_group()
 
 
+# ---------------------------------------------------------------------------------------------
+# The steps of a run
+
+
+@dataclass
+class _State:
+    """What the epochs change: the model (``net`` runs its forward pass: the model or its DDP
+    wrapper), the optimizer, and where the run stands."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    first_epoch: int
+    step: int
+    best_psnr: float
+
+
+@dataclass
+class _Data:
+    parts: list                 # datasets that move to a new epoch with set_epoch
+    data: torch.utils.data.Dataset
+    sampler: torch.utils.data.DistributedSampler | None
+    validation: list[dict]      # the fixed validation split (main process only)
+    photos: int
+    crop: int
+
+
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says; returns a summary (paths, figures, timings)."""
     dist = _Distributed(config.device)
     try:
-        return _train(config, dist)
+        state = _setup(config, dist)
+        data = _data(config, state.model, dist)
+        out = Path(config.out)
+        summary = {"model": config.model, "config": state.model.config, "parameters": count_parameters(state.model),
+                   "device": str(dist.device), "world_size": dist.world, "photos": data.photos, "epochs": []}
+        if dist.main:
+            _start_log(config, summary, data, out)
+        started = time.perf_counter()
+        last_epoch = min(config.epochs, config.stop_after) if config.stop_after > 0 else config.epochs
+        for epoch in range(state.first_epoch, last_epoch):
+            steps = min(config.steps_per_epoch, config.total_steps - state.step)
+            if steps <= 0:
+                break
+            record = _one_epoch(config, state, data, epoch, steps, dist)
+            if dist.main:
+                record.update(evaluate(state.model, data.validation, dist.device))
+                print(f"epoch {epoch + 1}: loss {record['loss']:.4f}, validation PSNR {record['psnr']:.2f} dB "
+                      f"(pixel average {record['average_psnr']:.2f}), SSIM {record['ssim']:.4f} "
+                      f"(pixel average {record['average_ssim']:.4f})")
+                _save(config, state, epoch, record, out)
+            summary["epochs"].append(record)
+            dist.barrier()
+        return {**summary, "seconds": round(time.perf_counter() - started, 1),
+                "best": str(out / f"{config.model}.safetensors"), "last": str(out / "last.safetensors"),
+                "best_psnr": state.best_psnr}
     finally:
         dist.close()
 
 
-def _train(config: TrainConfig, dist: _Distributed) -> dict:
-    device = dist.device
-    out = Path(config.out)
+def _setup(config: TrainConfig, dist: _Distributed) -> _State:
+    """The model (built, or resumed with its optimizer from a last.safetensors) and its optimizer."""
     torch.manual_seed(config.seed)
-
-    # Model (fresh or resumed).
-    start_epoch, step, resumed = 0, 0, None
+    resumed = None
     if config.resume:
         resumed = load_checkpoint(config.resume)
         if resumed.model.name != config.model:
@@ -189,20 +169,26 @@ def _train(config: TrainConfig, dist: _Distributed) -> dict:
             raise ModelFileError(f"{config.resume} has no training state (it is a shipped/best checkpoint); "
                                  f"resume from {Path(config.resume).parent / 'last.safetensors'}")
         model = resumed.model.train()
-        start_epoch = int(resumed.metadata["train.epoch"]) + 1
-        step = int(resumed.metadata["train.step"])
     else:
         model = build_model(config.model, **config.model_config)
-    model.to(device)
-    train_model = model
+    model.to(dist.device)
+    net = model
     if dist.world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-    if resumed is not None and "train.optimizer" in resumed.metadata:
+    if resumed is None:
+        return _State(model, net, optimizer, first_epoch=0, step=0, best_psnr=-math.inf)
+    if "train.optimizer" in resumed.metadata:
         _restore_optimizer(optimizer, resumed.extra_tensors, resumed.metadata["train.optimizer"])
+    return _State(model, net, optimizer, first_epoch=int(resumed.metadata["train.epoch"]) + 1,
+                  step=int(resumed.metadata["train.step"]),
+                  best_psnr=float(resumed.metadata.get("train.best_psnr", "-inf")))
 
-    # Data.
+
+def _data(config: TrainConfig, model, dist: _Distributed) -> _Data:
+    """Synthetic pairs from the sharp photos (plus crops of real pairs with ``config.real``), the
+    sampler that splits them between DDP processes, and the fixed validation split."""
     if not config.data:
         raise DataError("no data folder given: pass --data with a folder of sharp photos")
     channels = getattr(model, "channels", 3)
@@ -213,96 +199,99 @@ def _train(config: TrainConfig, dist: _Distributed) -> dict:
         raise ConfigError(f"unknown synthetic-pair setting in {config.synth}: {exc}") from exc
     photos = load_photos(config.data, split="train", min_size=synth.crop // 2)
     val_config = SynthConfig(**{**asdict(synth), "crop": config.val_crop, "sources": sources})
-    val_samples = validation_set(config.data, val_config, count=config.val_count) if dist.main else []
+    validation = validation_set(config.data, val_config, count=config.val_count) if dist.main else []
     per_epoch = config.steps_per_epoch * config.batch_size * dist.world
-    dataset = SyntheticPairs(photos, synth, per_epoch, seed=config.seed)
-    datasets = [dataset]
+    synthetic = SyntheticPairs(photos, synth, per_epoch, seed=config.seed)
+    parts = [synthetic]
     if config.real:
-        datasets = [SourcesOnly(dataset), RealPairCrops(config.real, synth.crop, per_epoch, channels, config.seed)]
-    data = ConcatDataset(datasets) if len(datasets) > 1 else dataset
+        parts = [SourcesOnly(synthetic), RealPairCrops(config.real, synth.crop, per_epoch, channels, config.seed)]
+    data = ConcatDataset(parts) if len(parts) > 1 else synthetic
     sampler = None
     if dist.world > 1:
         sampler = torch.utils.data.DistributedSampler(data, num_replicas=dist.world, rank=dist.rank,
                                                       shuffle=True, seed=config.seed, drop_last=True)
-    generator = torch.Generator().manual_seed(config.seed)
+    return _Data(parts, data, sampler, validation, len(photos), synth.crop)
 
-    summary = {"model": config.model, "config": model.config, "parameters": count_parameters(model),
-               "device": str(device), "world_size": dist.world, "photos": len(photos), "epochs": []}
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
-        print(f"training {config.model} {model.config} ({summary['parameters']} parameters) on {device}"
-              f"{f' x{dist.world} (DDP)' if dist.world > 1 else ''}: {len(photos)} photos from {config.data}"
-              f"{', real pairs from ' + ', '.join(config.real) if config.real else ''}; {config.epochs} epochs "
-              f"x {config.steps_per_epoch} steps, batch {config.batch_size}, crop {synth.crop}, lr {config.lr:g}")
-    best_psnr = -math.inf
-    if resumed is not None:
-        best_psnr = float(resumed.metadata.get("train.best_psnr", "-inf"))
-    started = time.perf_counter()
-    last_epoch = min(config.epochs, config.stop_after) if config.stop_after > 0 else config.epochs
-    for epoch in range(start_epoch, last_epoch):
-        for part in datasets:
-            part.set_epoch(epoch)
-        # Item content depends only on (seed, epoch, index); shuffling only mixes the batches.
-        generator.manual_seed(config.seed * 100003 + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                            num_workers=config.workers, drop_last=True, generator=generator,
-                            persistent_workers=False)
-        steps_this_epoch = min(config.steps_per_epoch, config.total_steps - step)
-        if steps_this_epoch <= 0:
+
+def _start_log(config: TrainConfig, summary: dict, data: _Data, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    world = summary["world_size"]
+    print(f"training {config.model} {summary['config']} ({summary['parameters']} parameters) on {summary['device']}"
+          f"{f' x{world} (DDP)' if world > 1 else ''}: {data.photos} photos from {config.data}"
+          f"{', real pairs from ' + ', '.join(config.real) if config.real else ''}; {config.epochs} epochs "
+          f"x {config.steps_per_epoch} steps, batch {config.batch_size}, crop {data.crop}, lr {config.lr:g}")
+
+
+def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, steps: int, dist: _Distributed) -> dict:
+    """``steps`` optimizer steps; the epoch's record (loss, step, seconds)."""
+    for part in data.parts:
+        part.set_epoch(epoch)
+    if data.sampler is not None:
+        data.sampler.set_epoch(epoch)
+    # Item content depends only on (seed, epoch, index); shuffling only mixes the batches.
+    generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+    loader = DataLoader(data.data, batch_size=config.batch_size, shuffle=data.sampler is None, sampler=data.sampler,
+                        num_workers=config.workers, drop_last=True, generator=generator, persistent_workers=False)
+    state.net.train()
+    running, count, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not dist.main, unit="step",
+               dynamic_ncols=True)
+    for batch in loader:
+        if count >= steps:
             break
-        train_model.train()
-        running, count, epoch_start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=steps_this_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not dist.main,
-                   unit="step", dynamic_ncols=True)
-        for batch in loader:
-            if count >= steps_this_epoch:
-                break
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            loss = compute_loss(config.model, train_model, batch)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"the loss became {loss.item()} at step {step} (lr {config.lr:g}); "
-                                  f"lower --lr or check the data in {config.data}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            count += 1
-            running += loss.item()
-            elapsed = time.perf_counter() - epoch_start
-            bar.set_postfix(loss=f"{running / count:.4f}",
-                            pairs_per_s=f"{count * config.batch_size * dist.world / elapsed:.1f}")
-            bar.update(1)
-        bar.close()
-        record = {"epoch": epoch + 1, "step": step, "loss": running / max(count, 1),
-                  "seconds": round(time.perf_counter() - epoch_start, 2)}
-        if dist.main:
-            record.update(evaluate(model, val_samples, device))
-            print(f"epoch {epoch + 1}: loss {record['loss']:.4f}, validation PSNR {record['psnr']:.2f} dB "
-                  f"(pixel average {record['average_psnr']:.2f}), SSIM {record['ssim']:.4f} "
-                  f"(pixel average {record['average_ssim']:.4f})")
-            metadata = {"train.epoch": str(epoch), "train.step": str(step), "train.seed": str(config.seed),
-                        "train.config": json.dumps(asdict(config)),
-                        "val.psnr": f"{record['psnr']:.4f}", "val.ssim": f"{record['ssim']:.5f}",
-                        "val.average_psnr": f"{record['average_psnr']:.4f}",
-                        "val.average_ssim": f"{record['average_ssim']:.5f}"}
-            if record["psnr"] > best_psnr:
-                best_psnr = record["psnr"]
-                save_checkpoint(out / f"{config.model}.safetensors", model,
-                                {k: v for k, v in metadata.items() if not k.startswith("train.")})
-            tensors, groups = _optimizer_tensors(optimizer)
-            save_checkpoint(out / "last.safetensors", model,
-                            {**metadata, "train.best_psnr": str(best_psnr), "train.optimizer": groups}, tensors)
-            with open(out / "log.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        summary["epochs"].append(record)
-        dist.barrier()
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["best"] = str(out / f"{config.model}.safetensors")
-    summary["last"] = str(out / "last.safetensors")
-    summary["best_psnr"] = best_psnr
-    return summary
+        batch = {key: value.to(dist.device, non_blocking=True) for key, value in batch.items()}
+        for group in state.optimizer.param_groups:
+            group["lr"] = learning_rate(config, state.step)
+        loss = state.model.loss(batch, state.net)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the loss became {loss.item()} at step {state.step} (lr {config.lr:g}); "
+                              f"lower --lr or check the data in {config.data}")
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.step += 1
+        count += 1
+        running += loss.item()
+        bar.set_postfix(loss=f"{running / count:.4f}",
+                        pairs_per_s=f"{count * config.batch_size * dist.world / (time.perf_counter() - start):.1f}")
+        bar.update(1)
+    bar.close()
+    return {"epoch": epoch + 1, "step": state.step, "loss": running / max(count, 1),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _save(config: TrainConfig, state: _State, epoch: int, record: dict, out: Path) -> None:
+    """The best checkpoint so far (weights only, shippable), the resumable last one, the log line."""
+    metadata = {"train.epoch": str(epoch), "train.step": str(state.step), "train.seed": str(config.seed),
+                "train.config": json.dumps(asdict(config)),
+                "val.psnr": f"{record['psnr']:.4f}", "val.ssim": f"{record['ssim']:.5f}",
+                "val.average_psnr": f"{record['average_psnr']:.4f}",
+                "val.average_ssim": f"{record['average_ssim']:.5f}"}
+    if record["psnr"] > state.best_psnr:
+        state.best_psnr = record["psnr"]
+        save_checkpoint(out / f"{config.model}.safetensors", state.model,
+                        {k: v for k, v in metadata.items() if not k.startswith("train.")})
+    tensors, groups = _optimizer_tensors(state.optimizer)
+    save_checkpoint(out / "last.safetensors", state.model,
+                    {**metadata, "train.best_psnr": str(state.best_psnr), "train.optimizer": groups}, tensors)
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{OPTIM_PREFIX}{index}/{key}"] = torch.as_tensor(value)
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, extra: dict[str, torch.Tensor], groups: str) -> None:
+    state: dict[int, dict] = {}
+    for name, value in extra.items():
+        if name.startswith(OPTIM_PREFIX):
+            index, key = name[len(OPTIM_PREFIX):].split("/")
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})

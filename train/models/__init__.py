@@ -1,8 +1,12 @@
 """The fusion nets. Every model takes ``sources`` of shape (B, K, C, H, W), float32 in [0, 1],
-BGR channel order for colour, and returns the fused (B, C, H, W). Each has ``name``, ``config``
-(enough to rebuild it), ``sources`` (None for any K >= 2), ``size_multiple`` and
-``has_weight_map`` (then ``forward(sources, return_weights=True)`` also returns (B, K, H, W)
-weights)."""
+BGR channel order for colour, and returns the fused (B, C, H, W). Each has ``name``, ``Config``
+(a dataclass of its settings; the model is built from one), ``config`` (those settings as a dict,
+enough to rebuild it), ``sources`` (None for any K >= 2), ``size_multiple`` and ``has_weight_map``
+(then ``forward(sources, return_weights=True)`` also returns (B, K, H, W) weights).
+
+Each model owns its training recipe, which train/trainer.py reads: ``loss(batch, net)``, its
+``learning_rate`` (Adam's base rate), ``training_config`` (config values training uses unless
+``--config`` says otherwise) and ``needs_ground_truth`` (False: real pairs can train it)."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ def build_model(name: str, **config) -> nn.Module:
     """Build a model by name with its config values; unknown names or options are a ConfigError."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    model = MODELS[name]
     try:
-        return MODELS[name](**config)
+        return model(model.Config(**config))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad config for model {name!r} {config}: {exc}") from exc
 

@@ -20,9 +20,13 @@ full-resolution grey image, so weight edges follow image edges instead of blocky
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from mfif.train import losses
 
 
 # High-pass inputs are small (a few hundredths); scaled up they train as fast as the grey level.
@@ -68,20 +72,37 @@ def _with_contrast(features: torch.Tensor, batch: int, count: int) -> torch.Tens
     return x.reshape(batch * count, -1, *features.shape[2:])
 
 
+@dataclass(frozen=True)
+class FocusMapConfig:
+    features: int = 8           # width of the top level (doubling below it, up to 4x)
+    levels: int = 3             # average-pool steps of the scoring net
+    scale: int = 1              # scores at 1/scale resolution: the speed/quality knob (weights unchanged)
+    guide_radius: int = 2       # the fast guided filter that brings the weights to full size
+    guide_eps: float = 1e-3
+
+    def __post_init__(self):
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, not {self.scale}")
+        if self.features < 1 or self.levels < 1:
+            raise ValueError(f"features and levels must be >= 1, not {self.features} and {self.levels}")
+
+
 class FocusMap(nn.Module):
     name = "focusmap"
+    Config = FocusMapConfig
     sources = None       # any N >= 2
     has_weight_map = True
+    # Training recipe (train/trainer.py): supervised on synthetic pairs, at half resolution (the
+    # shipped checkpoint runs the same weights at scale 4, see docs/models.md).
+    learning_rate = 2e-3
+    training_config = {"scale": 2}
+    needs_ground_truth = True
 
-    def __init__(self, features: int = 8, levels: int = 3, scale: int = 1, guide_radius: int = 2,
-                 guide_eps: float = 1e-3):
+    def __init__(self, config: FocusMapConfig = FocusMapConfig()):
         super().__init__()
-        if scale < 1:
-            raise ValueError(f"scale must be >= 1, not {scale}")
-        if features < 1 or levels < 1:
-            raise ValueError(f"features and levels must be >= 1, not {features} and {levels}")
-        self.config = {"features": features, "levels": levels, "scale": scale,
-                       "guide_radius": guide_radius, "guide_eps": guide_eps}
+        self.config = asdict(config)
+        features, levels, scale = config.features, config.levels, config.scale
+        guide_radius, guide_eps = config.guide_radius, config.guide_eps
         self.scale = scale
         self.size_multiple = scale
         # The period of the pooling grid (scale, then ``levels`` halvings): padded to it, every level
@@ -141,6 +162,13 @@ class FocusMap(nn.Module):
         b = F.interpolate(box_filter(b, r), size=size, mode="bilinear", align_corners=False)
         full = (a * guide + b).clamp(min=0.0)
         return full / sum_over(full, 1, keepdim=True).clamp(min=1e-6)
+
+    def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
+        """L1 on the image and its gradients against the ground truth, plus the weight maps against
+        the synthetic focus regions (train/losses.py). ``net`` runs the forward pass: this model
+        (default) or its DistributedDataParallel wrapper."""
+        fused, weights = (net or self)(batch["sources"], return_weights=True)
+        return losses.focusmap_loss(fused, batch["truth"], weights, batch.get("focus"), batch["sources"])
 
     def forward(self, sources: torch.Tensor, return_weights: bool = False):
         """sources: (B, K, C, H, W) in [0, 1], K >= 2, any C. Returns the fused (B, C, H, W) and,

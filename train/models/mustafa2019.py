@@ -18,8 +18,12 @@ The paper publishes no code; the design choices made here:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
+
+from mfif.train import losses
 
 
 class MultiScaleBlock(nn.Module):
@@ -36,18 +40,33 @@ class MultiScaleBlock(nn.Module):
         return self.act(self.mix(multi) + x)
 
 
+@dataclass(frozen=True)
+class Mustafa2019Config:
+    channels: int = 3           # 1 (grey) or 3 (colour)
+    features: int = 32
+    branch: int = 16            # width of each 3x3/5x5/7x7 branch of a multi-scale block
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
+
+
 class Mustafa2019(nn.Module):
     name = "mustafa2019"
+    Config = Mustafa2019Config
     sources = 2
     size_multiple = 1
     pad_multiple = 1
     has_weight_map = False
+    # Training recipe (train/trainer.py): unsupervised, so real pairs (no ground truth) can train it.
+    learning_rate = 1e-3
+    training_config = {}
+    needs_ground_truth = False
 
-    def __init__(self, channels: int = 3, features: int = 32, branch: int = 16):
+    def __init__(self, config: Mustafa2019Config = Mustafa2019Config()):
         super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {channels}")
-        self.config = {"channels": channels, "features": features, "branch": branch}
+        self.config = asdict(config)
+        channels, features, branch = config.channels, config.features, config.branch
         self.channels = channels
         self.extract = nn.Sequential(
             nn.Conv2d(channels, features, 3, padding=1), nn.ReLU(inplace=True),
@@ -56,6 +75,11 @@ class Mustafa2019(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(2 * features, features, 1), nn.ReLU(inplace=True))
         self.reconstruct_block = MultiScaleBlock(features, branch)
         self.out = nn.Conv2d(features, channels, 3, padding=1)
+
+    def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
+        """1 - SSIM against the sources, weighted by their local variance (no ground truth); ``net``
+        runs the forward pass (this model or its DDP wrapper)."""
+        return losses.unsupervised_ssim_loss((net or self)(batch["sources"]), batch["sources"])
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
         """sources: (B, 2, C, H, W) in [0, 1]; returns the fused (B, C, H, W) in [0, 1]."""

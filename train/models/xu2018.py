@@ -6,22 +6,41 @@ default here: 64 filters, 5x5 kernels, 2-1-2 layers. Trained with MSE against th
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
+
+from mfif.train import losses
+
+
+@dataclass(frozen=True)
+class Xu2018Config:
+    channels: int = 3           # 1 (grey) or 3 (colour)
+    filters: int = 64
+    kernel: int = 5
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
 
 
 class Xu2018(nn.Module):
     name = "xu2018"
+    Config = Xu2018Config
     sources = 2          # two streams with their own weights
     size_multiple = 1
     pad_multiple = 1
     has_weight_map = False
+    # Training recipe (train/trainer.py): MSE against the ground truth, as in the paper.
+    learning_rate = 1e-3
+    training_config = {}
+    needs_ground_truth = True
 
-    def __init__(self, channels: int = 3, filters: int = 64, kernel: int = 5):
+    def __init__(self, config: Xu2018Config = Xu2018Config()):
         super().__init__()
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {channels}")
-        self.config = {"channels": channels, "filters": filters, "kernel": kernel}
+        self.config = asdict(config)
+        channels, filters, kernel = config.channels, config.filters, config.kernel
         self.channels = channels
         pad = kernel // 2
 
@@ -38,6 +57,10 @@ class Xu2018(nn.Module):
             nn.ConvTranspose2d(filters, filters, kernel, padding=pad), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(filters, channels, kernel, padding=pad),
         )
+
+    def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
+        """MSE against the ground truth; ``net`` runs the forward pass (this model or its DDP wrapper)."""
+        return losses.mse_loss((net or self)(batch["sources"]), batch["truth"])
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
         """sources: (B, 2, C, H, W) in [0, 1]; returns the fused (B, C, H, W)."""
