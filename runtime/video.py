@@ -125,7 +125,7 @@ class VideoOutput:
         from mfif.files import atomic_path
 
         cv2 = self._cv2
-        partial = self._partial.enter_context(atomic_path(self.path))
+        partial = self._partial_path = self._partial.enter_context(atomic_path(self.path))
         height, width = frame.shape[:2]
         codec = VIDEO_CODECS[self.path.suffix.lower()]
         self._writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height),
@@ -146,7 +146,29 @@ class VideoOutput:
                 self._cv2.destroyWindow(self._window)
         elif self._writer is not None:
             self._writer.release()
+            try:
+                self._verify(self._partial_path)
+            except DataError as error:
+                self._partial.__exit__(DataError, error, None)  # removes the temporary file, keeps an earlier one
+                raise
             self._partial.close()  # the rename
+
+    def _verify(self, path: Path) -> None:
+        """OpenCV's writer fails silently (a full disk leaves a short file): read the finished file
+        back and make sure it holds every frame written."""
+        cv2 = self._cv2
+        capture = cv2.VideoCapture(str(path))
+        try:
+            readable = 0
+            if capture.isOpened():
+                while readable < self.frames and capture.grab():
+                    readable += 1
+        finally:
+            capture.release()
+        if readable != self.frames:
+            raise DataError(f"writing {self.path} failed: {self.frames} frames were written but the file holds "
+                            f"{readable} readable ones (a full disk, or the folder went away); an earlier file "
+                            "there is untouched")
 
     def __enter__(self) -> "VideoOutput":
         return self

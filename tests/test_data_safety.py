@@ -212,3 +212,22 @@ def test_fuse_video_rejects_a_timeout_that_is_not_finite(tmp_path, capsys, timeo
     paths = [str(write_video(tmp_path / "a.avi", [a] * 2)), str(write_video(tmp_path / "b.avi", [b] * 2))]
     assert main(["fuse", "--video", *paths, "-o", str(tmp_path / "f.avi"), "--timeout", timeout]) == 2
     assert f"timeout must be a finite number of seconds > 0, not {timeout}" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_a_video_write_is_an_error_and_keeps_the_earlier_video(tmp_path):
+    from runtime_helpers import read_video, write_video
+
+    a, b, _ = demo_frames(96, 128)
+    rng = np.random.default_rng(0)
+    noisy = [[np.clip(f + rng.normal(0, 20, f.shape), 0, 255).astype(np.uint8) for _ in range(60)] for f in (a, b)]
+    sources = [str(write_video(tmp_path / "a.avi", noisy[0])), str(write_video(tmp_path / "b.avi", noisy[1]))]
+    output = tmp_path / "fused.avi"
+    assert main(["fuse", "--video", *sources, "-o", str(output), "--max-frames", "5"]) == 0
+    good = output.read_bytes()
+    assert len(read_video(output)) == 5
+
+    result = full_disk_run(len(good) * 3, "fuse", "--video", *sources, "-o", str(output))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"writing {output} failed: 60 frames were written but the file holds" in result.stderr
+    assert output.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi", "fused.avi"]
