@@ -3,10 +3,11 @@ manage, ONNX Runtime builds and caches the engine itself). This module only make
 entry; the ONNX Runtime backend runs it::
 
     from mfif.runtime import Fuser
+    from mfif.runtime.backends.onnxruntime import OnnxRuntimeBackend
     from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
 
-    fuser = Fuser("focusmap_fp16.onnx", backend="onnxruntime",
-                  providers=[tensorrt_provider(cache_dir="trt-cache"), "CUDAExecutionProvider"])
+    fuser = Fuser(OnnxRuntimeBackend("focusmap_fp16.onnx",
+                                     providers=[tensorrt_provider(cache_dir="trt-cache"), "CUDAExecutionProvider"]))
 
 It needs the GPU build of ONNX Runtime (``pip install 'mfif[gpu]'``) and TensorRT's libraries.
 """
