@@ -19,9 +19,28 @@ def _cv2():
     return require("cv2", extra="cpu", purpose="reading and writing images")
 
 
-def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
+def image_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, without decoding; None for other formats or a
+    header that cannot be read (decoding then reports the problem)."""
+    raw = data[:1 << 16].tobytes()
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24:
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if raw[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 9 <= len(raw) and raw[position] == 0xFF:
+        marker = raw[position + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return int.from_bytes(raw[position + 7:position + 9], "big"), int.from_bytes(raw[position + 5:position + 7], "big")
+        position += 2 + int.from_bytes(raw[position + 2:position + 4], "big")
+    return None
+
+
+def read_image(path: str | Path, mode: str = "unchanged", max_pixels: int | None = None) -> np.ndarray:
     """Read an image as uint8: ``mode`` is 'unchanged' (grey stays HxW, colour is HxWx3 BGR),
-    'grey' (HxW) or 'colour' (HxWx3 BGR). An alpha channel is dropped; 16-bit is scaled to 8."""
+    'grey' (HxW) or 'colour' (HxWx3 BGR). An alpha channel is dropped; 16-bit is scaled to 8.
+    ``max_pixels`` refuses larger images before decoding them (PNG and JPEG; after decoding for
+    other formats)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
@@ -33,7 +52,17 @@ def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
     if jpeg_is_truncated(data):
         raise DataError(f"image {path} is a truncated JPEG ({data.size} bytes, no end-of-image marker after its "
                         "last scan): the file was cut short while copying or writing; copy it again")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    size = image_size(data)
+    if max_pixels and size and size[0] * size[1] > max_pixels:
+        _too_large(path, *size, max_pixels)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (MemoryError, cv2.error) as exc:
+        what = f" of {size[0]}x{size[1]} pixels" if size else ""
+        raise DataError(f"cannot decode image {path}{what}: {str(exc).strip().splitlines()[-1] or 'out of memory'}; "
+                        "downscale it, or free memory") from exc
+    if max_pixels and image is not None and image.shape[0] * image.shape[1] > max_pixels:
+        _too_large(path, image.shape[1], image.shape[0], max_pixels)
     if image is None:
         raise DataError(f"cannot decode image {path} ({data.size} bytes): not an image or corrupted")
     if image.dtype == np.uint16:
@@ -51,6 +80,11 @@ def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
     elif mode not in ("unchanged", "grey", "colour"):
         raise ValueError(f"mode must be 'unchanged', 'grey' or 'colour', not {mode!r}")
     return np.ascontiguousarray(image)
+
+
+def _too_large(path: Path, width: int, height: int, max_pixels: int) -> None:
+    raise DataError(f"image {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the limit of "
+                    f"{max_pixels / 1e6:.1f} megapixels (max_pixels={max_pixels}); downscale it or raise the limit")
 
 
 def jpeg_is_truncated(data: np.ndarray) -> bool:

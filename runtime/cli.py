@@ -32,6 +32,7 @@ from mfif.runtime.video import VIDEO_CODECS
 from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
 from mfif.runtime.align import MODELS as ALIGN_MODELS
 from mfif.runtime.align import AlignmentWarning
+from mfif.runtime.fuser import DEFAULT_MEMORY_LIMIT
 
 
 
@@ -54,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: physical cores)")
     model.add_argument("--stats", action="store_true", help="print the per-stage timings at the end")
     output = parser.add_argument_group("images")
+    output.add_argument("--memory-limit", type=float, default=DEFAULT_MEMORY_LIMIT / 2**30, metavar="GIB",
+                        help="memory for fusing, with the images and the result, in GiB (default "
+                             f"{DEFAULT_MEMORY_LIMIT / 2**30:g}; shared by the --jobs workers): larger images are "
+                             "fused in tiles, with the same result")
+    output.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse images of more than N pixels before decoding them (default: no limit)")
     output.add_argument("--jobs", type=int, help="pairs fused at once for a folder of pairs, each by its own "
                         "single-threaded Fuser (default: the physical cores on the CPU, 1 on a GPU)")
     output.add_argument("--format", choices=["png", "tif", "jpg"], default="png",
@@ -101,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
     folder_of_pairs = not args.video and not args.stack and len(args.inputs) == 1 and Path(args.inputs[0]).is_dir()
     align = _align_setting(args)
     jobs = pair_jobs(args) if folder_of_pairs else 1
+    if not args.memory_limit > 0:
+        raise ConfigError(f"--memory-limit must be a number of GiB > 0, not {args.memory_limit}")
     fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=1 if jobs > 1 else args.threads),
-                  align=align, align_model=args.align_model)
+                  align=align, align_model=args.align_model, memory_limit=args.memory_limit * 2**30 / jobs,
+                  max_pixels=args.max_pixels)
     if not args.video:
         fuser.alignment.interpolation = "cubic"  # stills: quality first (see mfif.runtime.align.INTERPOLATIONS)
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
@@ -198,10 +208,10 @@ def _save_weights(path: Path, weights: np.ndarray) -> Path:
     return write_image(path, np.clip(image, 0, 255).astype(np.uint8))
 
 
-def _read_frames(paths: list[Path]) -> list[np.ndarray]:
+def _read_frames(paths: list[Path], max_pixels: int | None) -> list[np.ndarray]:
     from mfif.imageio import read_image
 
-    return [read_image(path) for path in paths]
+    return [read_image(path, max_pixels=max_pixels) for path in paths]
 
 
 def _fuse_frames(fuser, frames: list[np.ndarray], weights_out: Path | None, names: list[str] | None = None,
@@ -235,7 +245,7 @@ def _fuse_files(fuser, paths: list[Path], args) -> Path:
     weights_out = _weights_path(args)
     if weights_out is not None and weights_out.suffix.lower() != ".npy":
         check_image_output(weights_out)
-    fused, weights = _fuse_frames(fuser, _read_frames(paths), weights_out, [path.name for path in paths], args.crop)
+    fused, weights = _fuse_frames(fuser, _read_frames(paths, args.max_pixels), weights_out, [path.name for path in paths], args.crop)
     _write_outputs(output, fused, weights_out, weights)
     _print_alignment(fuser, [path.name for path in paths])
     return output
@@ -342,7 +352,7 @@ def _pairs(fuser, args, jobs: int) -> int:
     if fuser.align == "once" and pairs:  # one rig for the folder, from its first pair
         first = pairs[0]
         fuser.alignment.names = [first.a.name, first.b.name]
-        fuser.align = _estimate(fuser, _read_frames([first.a, first.b]))
+        fuser.align = _estimate(fuser, _read_frames([first.a, first.b], args.max_pixels))
     # One Fuser per worker thread (a Fuser serves one thread), all on the one loaded model; the first
     # worker takes ``fuser``.
     spare, local, lock = [fuser], threading.local(), threading.Lock()
@@ -352,7 +362,7 @@ def _pairs(fuser, args, jobs: int) -> int:
             with lock:
                 local.fuser = spare.pop() if spare else fuser.for_another_thread()
         weights_path = weights_dir / f"{pair.name}_weights.png" if weights_dir else None
-        fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b]), weights_path,
+        fused, weights = _fuse_frames(local.fuser, _read_frames([pair.a, pair.b], args.max_pixels), weights_path,
                                       [pair.a.name, pair.b.name], args.crop)
         _write_outputs(out_dir / f"{pair.name}.{args.format}", fused, weights_path, weights)
 

@@ -231,3 +231,16 @@ def test_a_full_disk_during_a_video_write_is_an_error_and_keeps_the_earlier_vide
     assert f"writing {output} failed: 60 frames were written but the file holds" in result.stderr
     assert output.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi", "fused.avi"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
+def test_read_image_refuses_images_over_max_pixels(tmp_path, suffix):
+    from mfif.imageio import image_size
+
+    image = demo_frames(37, 91)[0]
+    path = write_image(tmp_path / f"big{suffix}", image)
+    size = image_size(np.fromfile(path, np.uint8))
+    assert size == ((91, 37) if suffix != ".bmp" else None)    # PNG and JPEG headers are read without decoding
+    with pytest.raises(DataError, match=rf"big\{suffix} is 91x37 \(0\.0 megapixels\), over the limit.*max_pixels=3000"):
+        read_image(path, max_pixels=3000)
+    assert read_image(path, max_pixels=91 * 37).shape == image.shape

@@ -71,3 +71,21 @@ def test_smoothing_needs_the_whole_frame(frames):
     fuser = Fuser(memory_limit=limit_for_tiles(frames, 256), smoothing=0.5)
     with pytest.raises(ConfigError, match="temporal smoothing needs the whole frame"):
         fuser(*frames)
+
+
+def test_fuse_command_tiles_large_images_and_refuses_ones_over_max_pixels(tmp_path, frames, capsys):
+    from mfif.cli import main
+    from mfif.imageio import read_image, write_image
+
+    paths = [str(write_image(tmp_path / "a.png", frames[0])), str(write_image(tmp_path / "b.png", frames[1]))]
+    common = ["fuse", *paths, "--no-align"]
+    assert main([*common, "-o", str(tmp_path / "whole.png"), "--memory-limit", "8"]) == 0
+    limit_gib = limit_for_tiles(frames, 256) / 2**30
+    assert main([*common, "-o", str(tmp_path / "tiled.png"), "--memory-limit", f"{limit_gib:.4f}"]) == 0
+    whole, tiled = read_image(tmp_path / "whole.png"), read_image(tmp_path / "tiled.png")
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+    capsys.readouterr()
+    assert main([*common, "-o", str(tmp_path / "refused.png"), "--max-pixels", "100000"]) == 2
+    assert "is 1000x700 (0.7 megapixels), over the limit of 0.1 megapixels" in capsys.readouterr().err
+    assert main([*common, "-o", str(tmp_path / "x.png"), "--memory-limit", "0"]) == 2
+    assert "--memory-limit must be a number of GiB > 0, not 0.0" in capsys.readouterr().err
