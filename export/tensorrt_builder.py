@@ -18,6 +18,7 @@ import dataclasses
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,48 +296,80 @@ def parse_errors(parser) -> list[str]:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: BuildSettings, force: bool = False,
                  progress: BuildProgress | None = None, log=print) -> BuildResult:
-    """Build ``engine_path`` from ``onnx_path`` unless an intact engine with the same key is there."""
-    from mfif.runtime.backends.tensorrt import import_tensorrt, make_logger
+    """Build ``engine_path`` from ``onnx_path`` unless an intact engine with the same key is there:
+    parse the ONNX file, configure the builder, build, write the engine, its record and the timing
+    cache."""
     from mfif.runtime import cuda_buffers as cb
+    from mfif.runtime.backends.tensorrt import import_tensorrt, make_logger
 
     settings.validate()
     facts = read_onnx(onnx_path)
     check_profiles_fit(settings.profiles, facts)
     trt = import_tensorrt()
     gpu = cb.gpu_info(settings.device)
+    _check_hardware_compatibility(settings, gpu)
+    engine_path = Path(engine_path)
+    wanted = make_key(facts, trt.__version__, gpu.name, gpu.compute_capability, settings)
+    reasons = ["--force"] if force else cache_status(engine_path, wanted)
+    if not reasons:
+        return BuildResult(engine_path, read_record(engine_path), rebuilt=False)
+    log(f"building {engine_path} because: " + "; ".join(reasons))
+    cb.set_device(settings.device)
+    logger = make_logger(trt, settings.verbose)
+    builder, network, parser = _parse(trt, logger, facts.path)
+    config = _configure(trt, logger, builder, settings, facts.info.input_name)
+    timing_cache = attach_timing_cache(config, settings.timing_cache, log)
+    start = time.perf_counter()
+    try:
+        plan = _build(trt, cb, builder, network, config, settings.device, progress or BuildProgress())
+    except Exception as exc:  # TensorRT raises many types here; name the file and the cause
+        raise EngineBuildError(f"TensorRT build of {facts.path} failed: {exc}") from exc
+    seconds = time.perf_counter() - start
+    del parser  # it owns the network's weights: kept until the build is done
+    if plan is None:
+        ranges = "; ".join(p.describe() for p in settings.profiles)
+        raise EngineBuildError(f"TensorRT could not build an engine from {facts.path} ({ranges}): "
+                               f"{logger.take_errors()}")
+    if timing_cache is not None:
+        write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
+    record = _write(engine_path, memoryview(plan), wanted, facts, settings, seconds)
+    log(f"wrote {engine_path} ({record.engine_bytes / 1e6:.1f} MB, {seconds:.0f} s) and {record_path(engine_path).name}")
+    return BuildResult(engine_path, record, rebuilt=True, reasons=reasons, seconds=seconds)
+
+
+def _check_hardware_compatibility(settings: BuildSettings, gpu) -> None:
     if settings.hardware_compatibility != "none" and gpu.integrated:
         raise ConfigError(f"hardware-compatible engines are not supported on {gpu.name} (Jetson/JetPack); build "
                           "without --hardware-compatible, on the device that runs the engine")
     if settings.hardware_compatibility == "ampere+" and tuple(map(int, gpu.compute_capability.split("."))) < (8, 0):
         raise ConfigError(f"--hardware-compatible ampere+ needs an Ampere or newer GPU to build on; {gpu.name} has "
                           f"compute capability {gpu.compute_capability}")
-    engine_path = Path(engine_path)
-    wanted = make_key(facts, trt.__version__, gpu.name, gpu.compute_capability, settings)
-    reasons = ["--force"] if force else cache_status(engine_path, wanted)
-    if not reasons:
-        record = read_record(engine_path)
-        return BuildResult(engine_path, record, rebuilt=False)
-    log(f"building {engine_path} because: " + "; ".join(reasons))
-    cb.set_device(settings.device)
 
-    logger = make_logger(trt, settings.verbose)
+
+def _parse(trt, logger, path: Path):
+    """TensorRT's builder, and the network its ONNX parser read from ``path`` (strongly typed: the
+    precision comes from the file)."""
     builder = trt.Builder(logger)
     flags = 0
     if int(trt.__version__.split(".")[0]) < 11:  # 11.x is always strongly typed and ignores the flag
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(facts.path)):
-        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {facts.path}:\n"
-                               + "\n".join(parse_errors(parser)))
+    if not parser.parse_from_file(str(path)):
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {path}:\n" + "\n".join(parse_errors(parser)))
+    return builder, network, parser
 
+
+def _configure(trt, logger, builder, settings: BuildSettings, input_name: str):
+    """The builder config: workspace, optimization level, one optimization profile per
+    ``settings.profiles`` entry, version and hardware compatibility."""
     config = builder.create_builder_config()
     if settings.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     config.builder_optimization_level = settings.optimization_level
     for profile in settings.profiles:
         trt_profile = builder.create_optimization_profile()
-        trt_profile.set_shape(facts.info.input_name, *profile.shapes())
+        trt_profile.set_shape(input_name, *profile.shapes())
         if config.add_optimization_profile(trt_profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the profile {profile.describe()}: {logger.take_errors()}")
     if settings.version_compatible:
@@ -349,51 +382,40 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
                               f"{HARDWARE_MIN_TENSORRT[settings.hardware_compatibility]} or newer; use "
                               "'ampere+' or build on each GPU model (see docs/tensorrt.md)")
         config.hardware_compatibility_level = level
+    return config
 
-    timing_cache = attach_timing_cache(config, settings.timing_cache, log)
 
-    progress = progress or BuildProgress()
-    monitor = _progress_monitor(trt, progress)
+def _build(trt, cb, builder, network, config, device: int, progress: BuildProgress):
+    """The serialized engine (None when TensorRT could not build one; its exception when it
+    raised). The build runs in a worker thread, on ``device``, so that Ctrl-C in this thread can
+    cancel it cleanly."""
+    monitor = _progress_monitor(trt, progress)  # referenced here for as long as TensorRT calls it
     config.progress_monitor = monitor
 
-    outcome: dict = {}
+    def build_on_device():
+        cb.use_device(device)  # the CUDA device is per thread: this one builds
+        return builder.build_serialized_network(network, config)
 
-    def work() -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorrt-build") as pool:
+        future = pool.submit(build_on_device)
         try:
-            cb.use_device(settings.device)  # the CUDA device is per thread: this one builds
-            outcome["plan"] = builder.build_serialized_network(network, config)
-        except BaseException as exc:  # surfaced in the calling thread below
-            outcome["error"] = exc
+            while not future.done():
+                wait([future], timeout=0.2)
+        except KeyboardInterrupt:
+            progress.cancel()  # TensorRT stops at its next step report; leaving the pool waits for it
+            raise
+        finally:
+            progress.close()
+    return future.result()
 
-    start = time.perf_counter()
-    worker = threading.Thread(target=work, name="tensorrt-build", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():  # the build runs in a thread so Ctrl-C can cancel it cleanly
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        progress.cancel()
-        worker.join()
-        raise
-    finally:
-        progress.close()
-    seconds = time.perf_counter() - start
-    if "error" in outcome:
-        raise EngineBuildError(f"TensorRT build of {facts.path} failed: {outcome['error']}") from outcome["error"]
-    plan = outcome.get("plan")
-    if plan is None:
-        ranges = "; ".join(p.describe() for p in settings.profiles)
-        raise EngineBuildError(f"TensorRT could not build an engine from {facts.path} ({ranges}): "
-                               f"{logger.take_errors()}")
 
-    if timing_cache is not None:
-        write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
-    data = memoryview(plan)
+def _write(engine_path: Path, data: memoryview, key: EngineKey, facts: OnnxFacts, settings: BuildSettings,
+           seconds: float) -> EngineRecord:
+    """The engine and, beside it, its record (the key it was built for and how)."""
     first = settings.profiles[0]
     info = dataclasses.replace(facts.info, sources=first.sources, channels=first.channels)
-    record = EngineRecord(wanted, data.nbytes, sha256_bytes(data), info, str(facts.path),
+    record = EngineRecord(key, data.nbytes, sha256_bytes(data), info, str(facts.path),
                           {"seconds": round(seconds, 1), "timing_cache": str(settings.timing_cache or ""),
                            "workspace_mib": settings.workspace_mib, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     write_engine(engine_path, data, record)
-    log(f"wrote {engine_path} ({data.nbytes / 1e6:.1f} MB, {seconds:.0f} s) and {record_path(engine_path).name}")
-    return BuildResult(engine_path, record, rebuilt=True, reasons=reasons, seconds=seconds)
+    return record
