@@ -12,8 +12,8 @@ cv2 = pytest.importorskip("cv2")
 torch = pytest.importorskip("torch")
 
 from mfif.errors import ConfigError, DataError  # noqa: E402
-from mfif.scenes import scene  # noqa: E402
-from mfif.train.data import (DataWarning, RealPairCrops, SynthConfig, SyntheticPairs, blur, disk_kernel,  # noqa: E402
+from mfif.scenes import blur, disk_kernel, scene  # noqa: E402
+from mfif.train.data import (DataWarning, RealPairCrops, SynthConfig, SyntheticPairs,  # noqa: E402
                         focus_regions, is_validation, layer_masks, load_photos, make_sample, validation_set)
 
 

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from mfif.errors import ConfigError, DataError
 from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_image, read_pair
+from mfif.scenes import blur
 
 # MANIFEST.csv flags of photos that are not all-in-focus (shallow depth of field, bokeh, low
 # sharpness): none of them is a trustworthy ground truth.
@@ -204,24 +205,6 @@ def focus_regions(masks: np.ndarray) -> np.ndarray:
     for layer in range(1, len(regions)):
         regions[:layer] *= 1 - masks[layer - 1]
     return regions
-
-
-def disk_kernel(radius: float) -> np.ndarray:
-    """A normalized disk PSF with anti-aliased edge (4x4 supersampling)."""
-    size = 2 * math.ceil(radius) + 1
-    fine = (np.arange(size * 4) + 0.5) / 4 - size / 2
-    inside = (fine[None, :] ** 2 + fine[:, None] ** 2 <= radius ** 2).astype(np.float32)
-    kernel = inside.reshape(size, 4, size, 4).mean(axis=(1, 3))
-    return kernel / kernel.sum()
-
-
-def blur(image: np.ndarray, kind: str, size: float) -> np.ndarray:
-    """Gaussian blur of std ``size`` or disk blur of radius ``size`` (float32 image, reflect border)."""
-    if kind == "gaussian":
-        return cv2.GaussianBlur(image, (0, 0), size, borderType=cv2.BORDER_REFLECT)
-    if kind == "disk":
-        return cv2.filter2D(image, -1, disk_kernel(size), borderType=cv2.BORDER_REFLECT)
-    raise ConfigError(f"blur kind must be 'gaussian' or 'disk', not {kind!r}")
 
 
 def make_sample(photo: np.ndarray, rng: np.random.Generator, config: SynthConfig) -> dict[str, np.ndarray]:
