@@ -6,11 +6,17 @@ those stages; a warning when the spread says the machine was not stable.
 Runs every (model x backend x resolution) asked for, plus, in the same run, the classical
 baselines and the streaming pipeline's end-to-end rate, so ratios compare like with like. Writes
 JSON (every figure and the machine) and a PNG plot of latency against resolution. Also ``mfif bench``.
+
+trtexec's options and units: ``--warmUp`` milliseconds (default 200), ``--duration`` seconds,
+``--iterations`` calls (with ``--duration`` too, both must be reached), ``--useCudaGraph``,
+``--noDataTransfers``, ``--exportTimes``; ``--warmup N`` counts warm-up calls instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import tempfile
 import time
@@ -20,12 +26,17 @@ import numpy as np
 
 from mfif.benchmarks.report import (arithmetic_floor_ms, latency_summary, machine_description, measure_cpu_rate,
                                stability_warning, write_json)
-from mfif.device import DEVICE_HELP
+from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError
 from mfif.runtime.fuser import STAGES
 from mfif.scenes import demo_pair
 
 RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
+WARMUP_MS = 200.0     # trtexec's default --warmUp
+DURATION_S = 3.0      # trtexec's default --duration
+FLOOR_HELP = ("floor: the model's multiply-accumulates per frame divided by this CPU's measured float32 matmul rate "
+              "(MACs per pixel x pixels / MAC/s), a lower bound for this CPU; far above it, "
+              "memory traffic, not arithmetic, sets the pace. CPU runs only; it needs torch to count the MACs")
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -42,17 +53,40 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return height, width
 
 
-def time_calls(call, warmup: int, iterations: int | None, duration: float) -> list[float]:
-    """Milliseconds per call after warm-up, for ``iterations`` calls or ``duration`` seconds."""
+def time_calls(call, warmup: int, iterations: int | None, duration: float | None, *, warmup_ms: float = 0.0,
+               after=None) -> list[float]:
+    """Milliseconds per call after warm-up (``warmup`` calls, then calls until ``warmup_ms`` have
+    passed), for ``iterations`` calls, or ``duration`` seconds (at least 3 calls), or with both
+    until both are reached (trtexec's rule). ``after()`` runs after each timed call, untimed."""
     for _ in range(warmup):
         call()
+    deadline = time.perf_counter() + warmup_ms / 1e3
+    while time.perf_counter() < deadline:
+        call()
     samples: list[float] = []
-    deadline = time.perf_counter() + duration
-    while (len(samples) < iterations) if iterations else (time.perf_counter() < deadline or len(samples) < 3):
+    deadline = time.perf_counter() + (duration or 0.0)
+    while len(samples) < (iterations or 3) or time.perf_counter() < deadline:
         start = time.perf_counter()
         call()
         samples.append((time.perf_counter() - start) * 1e3)
+        if after is not None:
+            after()
     return samples
+
+
+def cuda_graph_options(backend: str, device: str) -> dict:
+    """Backend options that make the model run as a replayed CUDA graph (--useCudaGraph). Of
+    mfif's backends, ONNX Runtime on its CUDA provider can (``enable_cuda_graph``: it captures the
+    run on the first calls, for one input shape, and replays it after); the others cannot yet."""
+    wanted = parse_device(device)
+    if backend != "onnxruntime" or wanted.kind == "cpu":
+        where = f"the {backend} backend" + (" on the CPU" if wanted.kind == "cpu" else "")
+        raise ConfigError(f"--useCudaGraph: {where} cannot replay CUDA graphs; use --backend onnxruntime on a GPU "
+                          "(--device cuda, with onnxruntime-gpu), or leave out --useCudaGraph")
+    from mfif.runtime.backends.onnxruntime import CPU, CUDA
+
+    return {"device": "auto",
+            "providers": [(CUDA, {"device_id": wanted.index or 0, "enable_cuda_graph": "1"}), CPU]}
 
 
 def model_macs_per_pixel(info) -> float | None:
@@ -65,36 +99,68 @@ def model_macs_per_pixel(info) -> float | None:
     return macs_per_pixel(model, channels=info.channels or 3, sources=info.sources or 2)
 
 
-def bench_model(model: str | None, backend: str, device: str, resolutions, args, cpu_rate: float) -> list[dict]:
+def warmup_settings(args) -> tuple[int, float]:
+    """(calls, milliseconds) of warm-up: trtexec's --warmUp MS, or our --warmup N calls."""
+    if args.warmup is not None and args.warmUp is not None:
+        raise ConfigError(f"give the warm-up once: --warmUp {args.warmUp:g} (milliseconds, as trtexec) or --warmup "
+                          f"{args.warmup} (calls), not both")
+    if args.warmup is not None:
+        return args.warmup, 0.0
+    return 0, WARMUP_MS if args.warmUp is None else args.warmUp
+
+
+def bench_model(model: str | None, backend: str, device: str, resolutions, args, cpu_rate: float,
+                times: list[dict] | None = None) -> list[dict]:
+    """One row per resolution; with ``times`` (a list), also one record per timed call (--exportTimes)."""
     from mfif.runtime import Fuser
     from mfif.runtime.backends import load_backend
 
-    fuser = Fuser(load_backend(model, backend, device, threads=args.threads))
-    macs = model_macs_per_pixel(fuser.info)
+    options = cuda_graph_options(backend, device) if args.useCudaGraph else {"device": device}
+
+    def load():
+        return Fuser(load_backend(model, backend, threads=args.threads, **options))
+
+    # A CUDA graph is captured for one input shape: a session of its own per resolution.
+    fuser = None if args.useCudaGraph else load()
+    warmup_calls, warmup_ms = warmup_settings(args)
     rows = []
     for height, width in resolutions:
+        fuser = load() if args.useCudaGraph else fuser
+        macs = model_macs_per_pixel(fuser.info)
         frames = list(demo_pair(height, width)[:2])
         out = np.empty_like(frames[0])
+        per_call: list[dict] = []
 
         def call():
             fuser.fuse(frames, out=out)
 
-        for _ in range(args.warmup):
-            call()
+        if warmup_calls or warmup_ms:
+            time_calls(call, warmup_calls, None, None, warmup_ms=warmup_ms)
         fuser.reset_stats()
-        samples = time_calls(call, 0, args.iterations, args.duration)
+        wall = time_calls(call, 0, args.iterations, args.duration, after=lambda: per_call.append(dict(fuser.stats.last_ms)))
+        # --noDataTransfers: trtexec's GPU compute time; here the model's compute stage of each call.
+        samples = [stages["compute"] for stages in per_call] if args.noDataTransfers else wall
         stage_ms = {stage: fuser.stats.mean_ms[stage] for stage in STAGES}
         summary = latency_summary(samples)
         row = {
             "kind": "model", "model": fuser.info.model, "file": str(model or "default"), "precision": fuser.info.precision,
             "backend": fuser.backend_name, "device": fuser.device, "height": height, "width": width,
-            "latency_ms": summary, "stages_ms": stage_ms, "macs_per_pixel": macs,
+            "latency_ms": summary, "latency_counts": "compute" if args.noDataTransfers else "fuse call",
+            "cuda_graph": bool(args.useCudaGraph), "stages_ms": stage_ms, "macs_per_pixel": macs,
             "floor_ms": arithmetic_floor_ms(macs, height, width, cpu_rate) if macs and "CPU" in fuser.device.upper() else None,
             "warning": stability_warning(summary),
         }
         rows.append(row)
         print_row(row)
-    fuser.close()
+        if times is not None:
+            times += [{"model": row["model"], "precision": row["precision"], "backend": row["backend"],
+                       "height": height, "width": width, "iteration": index, "latencyMs": latency,
+                       **{f"{stage}Ms": stages[stage] for stage in STAGES}, "fuseMs": stages["total"]}
+                      for index, (latency, stages) in enumerate(zip(samples, per_call))]
+        if args.useCudaGraph:
+            fuser.close()
+    if not args.useCudaGraph:
+        fuser.close()
     return rows
 
 
@@ -105,7 +171,8 @@ def bench_baseline(name: str, resolutions, args) -> list[dict]:
     rows = []
     for height, width in resolutions:
         frames = list(demo_pair(height, width)[:2])
-        samples = time_calls(lambda: method.fuse(frames), min(args.warmup, 2), args.baseline_iterations, 0.0)
+        warmup = 1 if args.warmup is None else min(args.warmup, 2)  # baselines are slow: a call or two
+        samples = time_calls(lambda: method.fuse(frames), warmup, args.baseline_iterations, None)
         summary = latency_summary(samples)
         row = {"kind": "baseline", "model": name, "file": "", "precision": "-", "backend": "numpy/OpenCV",
                "device": "CPU", "height": height, "width": width, "latency_ms": summary, "stages_ms": {},
@@ -145,7 +212,7 @@ def bench_stream(model: str | None, backend: str, device: str, height: int, widt
 
 def print_row(row: dict) -> None:
     lat = row["latency_ms"]
-    floor = f" floor {row['floor_ms']:.1f}" if row.get("floor_ms") else ""
+    floor = f" floor {row['floor_ms']:.1f} ms" if row.get("floor_ms") else ""
     print(f"{row['kind']:<8} {row['model']:<12} {row['precision']:<5} {row['backend']:<12} {row['width']}x{row['height']:<5} "
           f"mean {lat['mean']:8.2f} median {lat['median']:8.2f} p90 {lat['p90']:8.2f} p99 {lat['p99']:8.2f} "
           f"min {lat['min']:8.2f} ms  {lat['throughput']:7.1f}/s{floor}")
@@ -155,7 +222,13 @@ def print_row(row: dict) -> None:
         print(f"         WARNING: {row['warning']}")
 
 
+def series_label(row: dict) -> str:
+    """How a row is named in the plot and the ratios: model, precision, backend (a baseline by name)."""
+    return f"{row['model']} {row['precision']} {row['backend']}" if row["kind"] == "model" else row["model"]
+
+
 def plot(rows: list[dict], path: Path) -> Path | None:
+    """Write :func:`latency_figure` to ``path`` (PNG); None without matplotlib or rows to plot."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -163,34 +236,93 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'mfif[eval]')")
         return None
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    series: dict[str, list[tuple[float, float]]] = {}
-    ticks: dict[float, str] = {}
-    for row in rows:
-        if row["kind"] == "stream":
-            continue
-        label = f"{row['model']} {row['precision']} {row['backend']}" if row["kind"] == "model" else row["model"]
-        megapixels = row["height"] * row["width"] / 1e6
-        ticks[megapixels] = f"{row['width']}x{row['height']}"
-        series.setdefault(label, []).append((megapixels, row["latency_ms"]["median"]))
-    for label, points in series.items():
-        points.sort()
-        axis.plot(*zip(*points), marker="o", label=label)
-    axis.set_xlabel("frame size (log scale of the pixel count)")
-    axis.set_ylabel("median latency per fused frame (ms)")
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    axis.set_xticks(sorted(ticks), [ticks[m] for m in sorted(ticks)])
-    axis.minorticks_off()
-    axis.grid(True, which="both", alpha=0.3)
-    axis.axhline(1000 / 30, color="grey", linestyle="--", linewidth=0.8)
-    axis.text(min(ticks), 1000 / 30, " 30 frames/s", va="bottom", fontsize=8, color="grey")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
+    figure = latency_figure(rows)
+    if figure is None:
+        return None
+    from mfif.files import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=90, format=path.suffix.lstrip(".").lower() or "png")
     plt.close(figure)
     return path
+
+
+def latency_figure(rows: list[dict]):
+    """Median latency per fused frame against the frame size (log-log, one line per model, precision
+    and backend), whiskers to p90 (thick) and p99 (thin), the arithmetic floor dashed, 30 frames/s
+    dotted; with one resolution, a bar chart of the same. None when there is nothing to plot."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    rows = [row for row in rows if row["kind"] != "stream"]
+    if not rows:
+        return None
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        series.setdefault(series_label(row), []).append(row)
+    sizes = sorted({(row["height"] * row["width"], row["width"], row["height"]) for row in rows})
+    figure, axis = plt.subplots(figsize=(9.5, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    floors = False
+
+    def whiskers(x, group, colour, width):
+        median = [row["latency_ms"]["median"] for row in group]
+        for key, line in (("p90", 2.5), ("p99", 1.0)):
+            top = [row["latency_ms"][key] for row in group]
+            axis.vlines(x, median, top, color=colour, linewidth=line)
+        axis.scatter(x, [row["latency_ms"]["p99"] for row in group], marker="_", s=width, color=colour)
+
+    if len(sizes) == 1:  # one resolution: a bar per series
+        (_, width, height), = sizes
+        for index, (label, group) in enumerate(series.items()):
+            colour = colours[index % len(colours)]
+            axis.bar(index, group[0]["latency_ms"]["median"], color=colour, alpha=0.8, label=label)
+            whiskers([index], group, "black", 200)
+            if group[0].get("floor_ms"):
+                floors = True
+                axis.hlines(group[0]["floor_ms"], index - 0.4, index + 0.4, color="black", linestyle="--", linewidth=1)
+        axis.set_xticks(range(len(series)), list(series), rotation=15, ha="right", fontsize=8)
+        axis.set_xlabel(f"{width}x{height} (one resolution)")
+        lowest = min(min(row["latency_ms"]["median"], row.get("floor_ms") or math.inf) for row in rows)
+        axis.set_yscale("log")
+        axis.set_ylim(bottom=lowest / 1.5)  # every bar's top and floor in view on the log axis
+    else:
+        for index, (label, group) in enumerate(series.items()):
+            colour = colours[index % len(colours)]
+            group = sorted(group, key=lambda row: row["height"] * row["width"])
+            x = [row["height"] * row["width"] / 1e6 for row in group]
+            axis.plot(x, [row["latency_ms"]["median"] for row in group], marker="o", color=colour, label=label)
+            whiskers(x, group, colour, 60)
+            floor = [(mp, row["floor_ms"]) for mp, row in zip(x, group) if row.get("floor_ms")]
+            if floor:
+                floors = True
+                axis.plot(*zip(*floor), linestyle="--", color=colour, linewidth=1)
+        axis.set_xscale("log")
+        axis.set_xticks([pixels / 1e6 for pixels, _, _ in sizes], [f"{w}x{h}" for _, w, h in sizes], fontsize=8)
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("frame size (log scale of the pixel count)")
+    axis.set_yscale("log")
+    # Readable milliseconds on the log axis: 1, 2, 5, 10, 20, 50 ... instead of powers of ten.
+    axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(NullFormatter())
+    axis.set_ylabel("latency per fused frame (ms)")
+    axis.grid(True, which="major", alpha=0.3)
+    axis.axhline(1000 / 30, color="grey", linestyle=":", linewidth=1)
+    handles, labels = axis.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", linestyle=":"),
+                Line2D([], [], color="black", marker="s" if len(sizes) == 1 else "o", linewidth=0),
+                Line2D([], [], color="black", linewidth=2.5), Line2D([], [], color="black", linewidth=1)]
+    labels += ["30 frames/s (33.3 ms)", "median (bar)" if len(sizes) == 1 else "median", "whisker to p90",
+               "whisker to p99"]
+    if floors:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
+        labels.append("floor: MACs / CPU matmul rate")
+    axis.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    figure.tight_layout()
+    return figure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,9 +332,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--resolution", default="640x480,1280x720,1920x1080",
                         help="comma-separated WIDTHxHEIGHT or 480p/720p/1080p/2160p (default 640x480,1280x720,1920x1080)")
-    parser.add_argument("--warmup", type=int, default=5, help="warm-up calls per case (default 5)")
-    parser.add_argument("--iterations", type=int, default=None, help="timed calls per case (default: --duration)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per case when --iterations is not set (default 3)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Latency and throughput per fused frame, trtexec-style: warm-up, then --duration seconds or --iterations "
+        "calls; min, mean, median, p90, p95, p99, max, throughput and the per-stage split, per model x backend x "
+        "resolution; JSON and a PNG plot. trtexec's names and units: --warmUp is milliseconds (--warmup N counts "
+        "calls instead), --duration seconds; --useCudaGraph, --noDataTransfers, --exportTimes.")
+    parser.epilog = ("The plot: median latency per fused frame against the frame size, whiskers to p90 (thick) and "
+                     "p99 (thin), 30 frames/s dotted; a bar chart when there is one resolution. The dashed "
+                     f"{FLOOR_HELP}.")
+    timing = parser.add_argument_group("timing (trtexec's names and units)")
+    timing.add_argument("--warmUp", type=float, default=None, metavar="MS",
+                        help=f"warm up for this many milliseconds per case (default {WARMUP_MS:g}, as trtexec)")
+    timing.add_argument("--warmup", type=int, default=None, metavar="N",
+                        help="warm up with N calls per case instead of --warmUp milliseconds")
+    timing.add_argument("--iterations", type=int, default=None,
+                        help="timed calls per case (alone: exactly N; with --duration: at least N)")
+    timing.add_argument("--duration", type=float, default=None, metavar="S",
+                        help=f"timed seconds per case (default {DURATION_S:g} unless --iterations is given; with "
+                             "--iterations: at least S)")
+    timing.add_argument("--useCudaGraph", action="store_true",
+                        help="run the model as a replayed CUDA graph where the backend can (ONNX Runtime on its CUDA "
+                             "provider); refused elsewhere")
+    timing.add_argument("--noDataTransfers", action="store_true",
+                        help="latency counts the model's compute stage only (no preprocessing, host-device copies or "
+                             "postprocessing: trtexec's GPU compute time)")
+    timing.add_argument("--exportTimes", type=Path, default=None, metavar="FILE",
+                        help="write every timed call of every case as JSON (latencyMs and the stages in ms)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     parser.add_argument("--baselines", default="", help="comma-separated classical methods to time alongside (e.g. average,lp,gff)")
     parser.add_argument("--baseline-iterations", type=int, default=5, help="timed calls per baseline case (default 5)")
@@ -217,17 +373,26 @@ def run(args: argparse.Namespace) -> int:
     models = args.model or [None]
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations must be >= 1, not {args.iterations}")
-    if args.duration <= 0:
+    if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0 seconds, not {args.duration}")
+    if args.duration is None and args.iterations is None:
+        args.duration = DURATION_S
+    if (args.warmup is not None and args.warmup < 0) or (args.warmUp is not None and args.warmUp < 0):
+        raise ConfigError(f"warm-up must be >= 0, not {args.warmup if args.warmup is not None else args.warmUp}")
+    warmup_settings(args)
+    if args.useCudaGraph:
+        for backend in backends:
+            cuda_graph_options(backend, args.device)
     machine = machine_description()
     cpu_rate = measure_cpu_rate()
     machine["cpu_matmul_gmacs"] = cpu_rate / 1e9
     print(f"machine: {machine['cpu']} ({machine['cpu_cores']} cores), GPUs: {', '.join(machine['gpus']) or 'none'}; "
           f"CPU float32 matmul {cpu_rate / 1e9:.1f} GMAC/s")
     rows: list[dict] = []
+    times: list[dict] | None = [] if args.exportTimes else None
     for model in models:
         for backend in backends:
-            rows += bench_model(model, backend, args.device, resolutions, args, cpu_rate)
+            rows += bench_model(model, backend, args.device, resolutions, args, cpu_rate, times)
     for name in filter(None, (n.strip() for n in args.baselines.split(","))):
         rows += bench_baseline(name, resolutions, args)
     streams = []
@@ -237,6 +402,11 @@ def run(args: argparse.Namespace) -> int:
     summarize(rows)
     write_json(args.json, {"machine": machine, "results": rows, "streams": streams})
     print(f"wrote {args.json}")
+    if times is not None:
+        from mfif.files import write_bytes_atomic
+
+        write_bytes_atomic(args.exportTimes, json.dumps(times, indent=1).encode())
+        print(f"wrote {args.exportTimes} ({len(times)} timed calls)")
     if plot(rows, args.plot):
         print(f"wrote {args.plot}")
     return 0
@@ -256,7 +426,7 @@ def summarize(rows: list[dict]) -> None:
         if ref is None or row is ref:
             continue
         ratio = row["latency_ms"]["median"] / ref["latency_ms"]["median"]
-        print(f"  {row['model']:<12} {row['backend']:<12} {row['width']}x{row['height']}: {ratio:6.2f}x  (vs {ref['model']} {ref['backend']})")
+        print(f"  {series_label(row):<30} {row['width']}x{row['height']}: {ratio:6.2f}x  (vs {series_label(ref)})")
 
 
 def main(argv: list[str] | None = None) -> int:

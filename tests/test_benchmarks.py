@@ -83,6 +83,108 @@ def test_latency_benchmark_rejects_bad_options(tmp_path):
         latency_main(["--iterations", "0", "--json", str(tmp_path / "x.json")])
 
 
+def test_latency_benchmark_takes_trtexec_options(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("matplotlib")
+    out, times = tmp_path / "lat.json", tmp_path / "times.json"
+    code = latency_main(["--resolution", "96x64", "--warmUp", "30", "--iterations", "4", "--noDataTransfers",
+                         "--exportTimes", str(times), "--baselines", "average", "--json", str(out),
+                         "--plot", str(tmp_path / "lat.png")])
+    assert code == 0
+    (row,) = [row for row in json.loads(out.read_text())["results"] if row["kind"] == "model"]
+    assert row["latency_ms"]["count"] == 4 and row["latency_counts"] == "compute" and not row["cuda_graph"]
+    records = json.loads(times.read_text())
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    for record in records:   # --noDataTransfers: latency is the compute stage of that very call
+        assert record["latencyMs"] == record["computeMs"] < record["fuseMs"]
+        assert (record["model"], record["precision"], record["width"], record["height"]) == ("focusmap", "fp32", 96, 64)
+    assert row["latency_ms"]["max"] == max(r["latencyMs"] for r in records)
+    assert (tmp_path / "lat.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "average" in printed and "(vs focusmap fp32 onnxruntime)" in printed   # precision in the ratios
+
+
+def test_latency_benchmark_duration_and_iterations_both_hold(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "lat.json"
+    latency_main(["--resolution", "64x48", "--warmup", "1", "--iterations", "2", "--duration", "0.4",
+                  "--json", str(out), "--plot", str(tmp_path / "lat.png")])
+    (row,) = json.loads(out.read_text())["results"]
+    summary = row["latency_ms"]
+    assert summary["count"] > 2                                          # the duration, not the 2 iterations
+    assert summary["mean"] * summary["count"] >= 0.8 * 400               # timed calls fill the 0.4 s
+    assert row["latency_counts"] == "fuse call"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warmUp", "100", "--warmup", "3"], "give the warm-up once: --warmUp 100 (milliseconds, as trtexec)"),
+    (["--duration", "0"], "--duration must be > 0 seconds"),
+    (["--useCudaGraph", "--backend", "torch"], "--useCudaGraph: the torch backend cannot replay CUDA graphs"),
+    (["--useCudaGraph", "--device", "cpu"], "--useCudaGraph: the onnxruntime backend on the CPU cannot"),
+])
+def test_latency_benchmark_refuses_conflicting_options_by_name(tmp_path, argv, message):
+    with pytest.raises(ConfigError) as error:
+        latency_main([*argv, "--json", str(tmp_path / "x.json")])
+    assert message in str(error.value)
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_use_cuda_graph_asks_onnxruntime_for_it_and_never_runs_without():
+    ort = pytest.importorskip("onnxruntime")
+    from mfif.benchmarks.latency import cuda_graph_options
+    from mfif.errors import BackendUnavailableError
+    from mfif.runtime.backends import load_backend
+
+    options = cuda_graph_options("onnxruntime", "cuda:1")
+    assert options["providers"][0] == ("CUDAExecutionProvider", {"device_id": 1, "enable_cuda_graph": "1"})
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider; the refusal below is for CPU-only builds")
+    with pytest.raises(BackendUnavailableError, match="asked for CUDAExecutionProvider"):
+        load_backend(None, "onnxruntime", **cuda_graph_options("onnxruntime", "auto"))
+
+
+def _rows(resolutions, floor=True):
+    rows = []
+    for label, scale in (("fp32", 1.0), ("int8", 1.3)):
+        for height, width in resolutions:
+            median = scale * height * width / 3e4
+            rows.append({"kind": "model", "model": "focusmap", "precision": label, "backend": "onnxruntime",
+                         "height": height, "width": width, "floor_ms": median / 20 if floor else None,
+                         "latency_ms": {"median": median, "p90": median * 1.1, "p99": median * 1.3}})
+    return rows
+
+
+def test_latency_plot_has_readable_ticks_whiskers_and_explains_the_floor():
+    pytest.importorskip("matplotlib")
+    from mfif.benchmarks.latency import latency_figure
+
+    figure = latency_figure(_rows([(480, 640), (720, 1280), (1080, 1920)]))
+    axis = figure.axes[0]
+    figure.canvas.draw()
+    ticks = [label.get_text() for label in axis.get_yticklabels() if label.get_text()]
+    assert ticks and all("^" not in tick and "$" not in tick for tick in ticks)   # 10, 20, 50, not 10^1
+    assert {"20", "50", "100"} & set(ticks)
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["640x480", "1280x720", "1920x1080"]
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend[:2] == ["focusmap fp32 onnxruntime", "focusmap int8 onnxruntime"]
+    assert {"whisker to p90", "whisker to p99", "floor: MACs / CPU matmul rate"} <= set(legend)
+    assert len(axis.collections) >= 4          # p90 and p99 whiskers per series
+    no_floor = latency_figure(_rows([(480, 640), (720, 1280)], floor=False))
+    assert "floor: MACs / CPU matmul rate" not in [t.get_text() for t in no_floor.axes[0].get_legend().get_texts()]
+
+
+def test_latency_plot_with_one_resolution_is_a_bar_chart():
+    pytest.importorskip("matplotlib")
+    from mfif.benchmarks.latency import latency_figure
+
+    axis = latency_figure(_rows([(480, 640)])).axes[0]
+    assert len(axis.patches) == 2                     # one bar per model, precision and backend
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["focusmap fp32 onnxruntime",
+                                                                       "focusmap int8 onnxruntime"]
+    assert axis.get_xlabel() == "640x480 (one resolution)"
+
+
 def test_soak_reports_drops_memory_and_latency(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("cv2")
