@@ -1,12 +1,12 @@
 """The fusion nets. Every model takes ``sources`` of shape (B, K, C, H, W), float32 in [0, 1],
-BGR channel order for colour, and returns the fused (B, C, H, W). Each has ``name``, ``Config``
-(a dataclass of its settings; the model is built from one), ``config`` (those settings as a dict,
-enough to rebuild it), ``sources`` (None for any K >= 2), ``size_multiple`` and ``has_weight_map``
-(then ``forward(sources, return_weights=True)`` also returns (B, K, H, W) weights).
-
-Each model owns its training recipe, which train/trainer.py reads: ``loss(batch, net)``, its
-``learning_rate`` (Adam's base rate), ``training_config`` (config values training uses unless
-``--config`` says otherwise) and ``needs_ground_truth`` (False: real pairs can train it)."""
+BGR channel order for colour, and returns the fused (B, C, H, W). Each is a
+:class:`~mfif.train.models.base.FusionNet`: ``name``, ``Config`` (a dataclass of its settings; the
+model is built from one), ``config`` (those settings as a dict, enough to rebuild it),
+``sources`` (None for any K >= 2), ``size_multiple``, ``pad_multiple``, ``has_weight_map`` (then
+``forward(sources, return_weights=True)`` also returns (B, K, H, W) weights), and its training
+recipe, which train/trainer.py reads: ``loss(batch, net)``, ``learning_rate`` (Adam's base rate),
+``training_config`` (config values training uses unless ``--config`` says otherwise) and
+``needs_ground_truth`` (False: real pairs can train it)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from mfif.errors import ConfigError
+from mfif.train.models.base import FusionNet
 from mfif.train.models.focusmap import FocusMap
 from mfif.train.models.mustafa2019 import Mustafa2019
 from mfif.train.models.xu2018 import Xu2018
 
-MODELS: dict[str, type[nn.Module]] = {"xu2018": Xu2018, "mustafa2019": Mustafa2019, "focusmap": FocusMap}
+MODELS: dict[str, type[FusionNet]] = {"xu2018": Xu2018, "mustafa2019": Mustafa2019, "focusmap": FocusMap}
 
 
 def build_model(name: str, **config) -> nn.Module:

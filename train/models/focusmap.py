@@ -20,13 +20,14 @@ full-resolution grey image, so weight edges follow image edges instead of blocky
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mfif.train import losses
+from mfif.train.models.base import FusionNet
 
 
 # High-pass inputs are small (a few hundredths); scaled up they train as fast as the grey level.
@@ -87,20 +88,17 @@ class FocusMapConfig:
             raise ValueError(f"features and levels must be >= 1, not {self.features} and {self.levels}")
 
 
-class FocusMap(nn.Module):
+class FocusMap(FusionNet):
     name = "focusmap"
     Config = FocusMapConfig
     sources = None       # any N >= 2
     has_weight_map = True
-    # Training recipe (train/trainer.py): supervised on synthetic pairs, at half resolution (the
-    # shipped checkpoint runs the same weights at scale 4, see docs/models.md).
     learning_rate = 2e-3
+    # Trained at half resolution; the shipped checkpoint runs the same weights at scale 4 (docs/models.md).
     training_config = {"scale": 2}
-    needs_ground_truth = True
 
     def __init__(self, config: FocusMapConfig = FocusMapConfig()):
-        super().__init__()
-        self.config = asdict(config)
+        super().__init__(config)
         features, levels, scale = config.features, config.levels, config.scale
         guide_radius, guide_eps = config.guide_radius, config.guide_eps
         self.scale = scale
@@ -165,8 +163,7 @@ class FocusMap(nn.Module):
 
     def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
         """L1 on the image and its gradients against the ground truth, plus the weight maps against
-        the synthetic focus regions (train/losses.py). ``net`` runs the forward pass: this model
-        (default) or its DistributedDataParallel wrapper."""
+        the synthetic focus regions (train/losses.py)."""
         fused, weights = (net or self)(batch["sources"], return_weights=True)
         return losses.focusmap_loss(fused, batch["truth"], weights, batch.get("focus"), batch["sources"])
 

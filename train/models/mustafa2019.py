@@ -18,12 +18,13 @@ The paper publishes no code; the design choices made here:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mfif.train import losses
+from mfif.train.models.base import FusionNet
 
 
 class MultiScaleBlock(nn.Module):
@@ -51,21 +52,14 @@ class Mustafa2019Config:
             raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
 
 
-class Mustafa2019(nn.Module):
+class Mustafa2019(FusionNet):
     name = "mustafa2019"
     Config = Mustafa2019Config
-    sources = 2
-    size_multiple = 1
-    pad_multiple = 1
-    has_weight_map = False
-    # Training recipe (train/trainer.py): unsupervised, so real pairs (no ground truth) can train it.
     learning_rate = 1e-3
-    training_config = {}
-    needs_ground_truth = False
+    needs_ground_truth = False  # unsupervised: real pairs can train it
 
     def __init__(self, config: Mustafa2019Config = Mustafa2019Config()):
-        super().__init__()
-        self.config = asdict(config)
+        super().__init__(config)
         channels, features, branch = config.channels, config.features, config.branch
         self.channels = channels
         self.extract = nn.Sequential(
@@ -77,8 +71,7 @@ class Mustafa2019(nn.Module):
         self.out = nn.Conv2d(features, channels, 3, padding=1)
 
     def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
-        """1 - SSIM against the sources, weighted by their local variance (no ground truth); ``net``
-        runs the forward pass (this model or its DDP wrapper)."""
+        """1 - SSIM against the sources, weighted by their local variance (no ground truth)."""
         return losses.unsupervised_ssim_loss((net or self)(batch["sources"]), batch["sources"])
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,13 @@ default here: 64 filters, 5x5 kernels, 2-1-2 layers. Trained with MSE against th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mfif.train import losses
+from mfif.train.models.base import FusionNet
 
 
 @dataclass(frozen=True)
@@ -25,21 +26,13 @@ class Xu2018Config:
             raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {self.channels}")
 
 
-class Xu2018(nn.Module):
+class Xu2018(FusionNet):
     name = "xu2018"
     Config = Xu2018Config
-    sources = 2          # two streams with their own weights
-    size_multiple = 1
-    pad_multiple = 1
-    has_weight_map = False
-    # Training recipe (train/trainer.py): MSE against the ground truth, as in the paper.
-    learning_rate = 1e-3
-    training_config = {}
-    needs_ground_truth = True
+    learning_rate = 1e-3    # trained with MSE against the ground truth, as in the paper
 
     def __init__(self, config: Xu2018Config = Xu2018Config()):
-        super().__init__()
-        self.config = asdict(config)
+        super().__init__(config)
         channels, filters, kernel = config.channels, config.filters, config.kernel
         self.channels = channels
         pad = kernel // 2
@@ -59,7 +52,7 @@ class Xu2018(nn.Module):
         )
 
     def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
-        """MSE against the ground truth; ``net`` runs the forward pass (this model or its DDP wrapper)."""
+        """MSE against the ground truth."""
         return losses.mse_loss((net or self)(batch["sources"]), batch["truth"])
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
