@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("mfif.export.build_cli", "build a TensorRT engine from an ONNX file"),
     "evaluate": ("mfif.evaluation.cli", "score methods with the fusion metrics over pairs"),
     "bench": ("mfif.benchmarks.latency", "latency and throughput benchmark, trtexec-style"),
+    "compare": ("mfif.runtime.compare_cli", "compare two models, or one on two backends or devices (max error, PSNR)"),
 }
 
 
