@@ -11,6 +11,9 @@ Sections:
   against the ground truth of source A alone, no alignment, alignment, and the same pair
   registered (whole frame, and the area every source covers).
 - ``speed``: estimation time of a 520x520 pair on one core (median and best of repeated runs).
+- ``registered``: the real pair sets of ../shared/data/pairs through ``Fuser(align="each")``: how
+  many are found registered and fuse bit-identically to ``align="off"``, and how far the others
+  are out of register.
 - ``parallax``: a depth-dependent shift (near layer 6 px, far layer 2 px): what a global transform
   leaves, and what a dense refinement (OpenCV DIS optical flow) would change.
 - ``folder``: twenty misaligned 520x520 pairs fused with alignment by one ``mfif fuse`` process
@@ -45,7 +48,7 @@ from mfif.errors import DataError
 from mfif.lazy import require
 from mfif.paths import shared_data_dir
 
-SECTIONS = ("accuracy", "speed", "parallax", "folder", "stream", "stack")
+SECTIONS = ("accuracy", "speed", "parallax", "registered", "folder", "stream", "stack")
 
 
 def _cv2():
@@ -188,12 +191,30 @@ def _one_core_fuser(align="off"):
     return Fuser(load_backend(None, "onnxruntime", "cpu", threads=1), align=align)
 
 
+def features_and_ransac(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
+    """The similarity from ORB or SIFT keypoints matched across the pair and RANSAC (OpenCV), the
+    alternative to ECC that the accuracy section measures."""
+    cv2 = _cv2()
+    grey_a, grey_b = (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) for image in (a, b))
+    detector = cv2.ORB_create(1500) if kind == "orb" else cv2.SIFT_create(1500)
+    keys_a, desc_a = detector.detectAndCompute(grey_a, None)
+    keys_b, desc_b = detector.detectAndCompute(grey_b, None)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING if kind == "orb" else cv2.NORM_L2, crossCheck=True)
+    matches = matcher.match(desc_a, desc_b)
+    points_a = np.float32([keys_a[m.queryIdx].pt for m in matches])
+    points_b = np.float32([keys_b[m.trainIdx].pt for m in matches])
+    found, _ = cv2.estimateAffinePartial2D(points_a, points_b, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    return np.vstack([found, [0.0, 0.0, 1.0]]) if found is not None else np.eye(3)
+
+
 def accuracy(pairs: int, seed: int) -> dict:
     from mfif.runtime.align import MODELS, Warper, corner_error, estimate_rig
 
     fuser = _one_core_fuser()
     photos = sharp_photos(pairs, seed)
     errors = {model: [] for model in MODELS}
+    errors.update({"orb_ransac": [], "sift_ransac": []})
+    costs = {"ecc_similarity": [], "orb_ransac": [], "sift_ransac": []}
     rows = []
     rng = np.random.default_rng(seed)
     for index, photo in enumerate(photos):
@@ -203,11 +224,21 @@ def accuracy(pairs: int, seed: int) -> dict:
         a, b, truth = pair["a"], pair["b"], pair["truth"]
         height, width = a.shape[:2]
         for model in MODELS:
+            start = time.process_time()
             rig = estimate_rig([a, b], model)
+            if model == "similarity":
+                costs["ecc_similarity"].append((time.process_time() - start) * 1e3)
             errors[model].append(corner_error(rig.sources[1].matrix, pair["matrix"], width, height))
-        warper = Warper(estimate_rig([a, b]), "cubic")
+        for kind in ("orb", "sift"):
+            start = time.process_time()
+            found = features_and_ransac(a, b, kind)
+            costs[f"{kind}_ransac"].append((time.process_time() - start) * 1e3)
+            errors[f"{kind}_ransac"].append(corner_error(found, pair["matrix"], width, height))
+        rig = estimate_rig([a, b])
+        warper = Warper(rig, "cubic")
         aligned = fuser.fuse(warper.apply([a, b]))
         box = warper.common_area()
+        other = {name: fuser.fuse(Warper(rig, name).apply([a, b])) for name in ("linear", "lanczos")}
         # The registered pair through the same stage: its geometry is found to be identity, its
         # gain and offset are corrected like those of the misaligned pair.
         registered_pair = [a, pair["b_registered"]]
@@ -215,20 +246,24 @@ def accuracy(pairs: int, seed: int) -> dict:
         rows.append({"a_alone": psnr(a, truth), "unaligned": psnr(fuser(a, b), truth),
                      "aligned": psnr(aligned, truth), "registered": psnr(registered, truth),
                      "aligned_common": psnr(aligned, truth, box), "registered_common": psnr(registered, truth, box),
+                     "linear_common": psnr(other["linear"], truth, box), "lanczos_common": psnr(other["lanczos"], truth, box),
                      "common_fraction": box[2] * box[3] / (width * height)})
     summary = {"pairs": len(photos), "size": f"{photos[0].shape[1] - 64}x{photos[0].shape[0] - 64} and similar",
                "corner_error_px": {m: {"median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
                                        "max": float(np.max(e))} for m, e in errors.items()},
-               "psnr_db": {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}}
+               "psnr_db": {key: float(np.mean([row[key] for row in rows])) for key in rows[0]},
+               "cpu_ms": {key: float(np.median(values)) for key, values in costs.items()}}
     print(f"accuracy: {len(photos)} misaligned synthetic pairs from ../shared/data/sharp")
     print(f"  {'model':<12} {'median px':>9} {'p90 px':>8} {'max px':>8}   (corner error, RMS of the 4 corners)")
     for model, stats in summary["corner_error_px"].items():
         print(f"  {model:<12} {stats['median']:9.3f} {stats['p90']:8.3f} {stats['max']:8.3f}")
+    print("  median CPU ms per pair: " + ", ".join(f"{key} {value:.1f}" for key, value in summary["cpu_ms"].items()))
     p = summary["psnr_db"]
     print(f"  fused PSNR vs ground truth, mean dB: A alone {p['a_alone']:.2f}, no alignment {p['unaligned']:.2f}, "
           f"aligned {p['aligned']:.2f}, registered pair {p['registered']:.2f}")
     print(f"  in the area every source covers ({p['common_fraction']:.0%} of the frame): aligned "
-          f"{p['aligned_common']:.2f}, registered {p['registered_common']:.2f}")
+          f"{p['aligned_common']:.2f}, registered {p['registered_common']:.2f}; resampling B bilinear "
+          f"{p['linear_common']:.2f}, bicubic (used) {p['aligned_common']:.2f}, Lanczos {p['lanczos_common']:.2f}")
     return summary
 
 
@@ -290,11 +325,69 @@ def parallax(pairs: int, seed: int) -> dict:
                      "shift_found_px": rig.sources[1].shift(width, height)[0], "dis_ms": flow_ms})
     result = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
     result["pairs"] = len(rows)
+    # The same refinement on misaligned pairs without parallax: what it costs where it is not needed.
+    plain, refined_all = [], []
+    for index, photo in enumerate(sharp_photos(len(rows), seed + 4)):
+        pair = misaligned_pair(photo, seed=index)
+        a, b, truth = pair["a"], pair["b"], pair["truth"]
+        height, width = a.shape[:2]
+        warper = Warper(estimate_rig([a, b]), "cubic")
+        warped = warper.apply([a, b])[1].copy()
+        field = flow.calc(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.cvtColor(warped, cv2.COLOR_BGR2GRAY), None)
+        rows_, cols_ = np.mgrid[0:height, 0:width].astype(np.float32)
+        refined = cv2.remap(warped, cols_ + field[..., 0], rows_ + field[..., 1], cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)
+        box = warper.common_area()
+        plain.append(psnr(fuser(a, warped), truth, box))
+        refined_all.append(psnr(fuser(a, refined), truth, box))
+    result["no_parallax_global"], result["no_parallax_global_dis"] = float(np.mean(plain)), float(np.mean(refined_all))
     print(f"parallax: {len(rows)} pairs, far layer shifted 2 px, near layer 6 px; fused PSNR (dB, common area):")
     print(f"  no alignment {result['unaligned']:.2f}, global similarity {result['global']:.2f} (it finds a "
           f"{result['shift_found_px']:.2f} px shift), global + DIS flow {result['global_dis']:.2f}, "
           f"no parallax {result['no_parallax']:.2f}; near layer: {result['global_near']:.2f} -> "
           f"{result['global_dis_near']:.2f}; DIS {result['dis_ms']:.0f} ms")
+    print(f"  the same DIS refinement on {len(plain)} misaligned pairs without parallax: {result['no_parallax_global']:.2f} "
+          f"-> {result['no_parallax_global_dis']:.2f} dB")
+    return result
+
+
+def registered(sets: list[str]) -> dict:
+    from mfif.imageio import find_pairs, read_image
+
+    root = shared_data_dir()
+    if root is None:
+        raise DataError("../shared/data is not here")
+    fuser = _one_core_fuser()
+    aligning = _one_core_fuser("each")
+    aligning.alignment.interpolation = "cubic"
+    result = {}
+    for name in sets:
+        counts = {"pairs": 0, "identical": 0, "registered": 0, "photometric_only": 0, "aligned": 0, "fallback": 0}
+        displacements = []
+        for pair in find_pairs(root / "pairs" / name):
+            a, b = read_image(pair.a), read_image(pair.b)
+            if a.shape != b.shape:
+                continue
+            counts["pairs"] += 1
+            identical = np.array_equal(aligning(a, b), fuser(a, b))
+            counts["identical"] += identical
+            source = aligning.alignment.rig.sources[1]
+            height, width = a.shape[:2]
+            if source.status.startswith("fallback"):
+                counts["fallback"] += 1
+            elif source.geometric_identity:
+                counts["registered" if source.photometric_identity else "photometric_only"] += 1
+            else:
+                counts["aligned"] += 1
+                displacements.append(source.displacement_px(width, height))
+        counts["aligned_displacement_px"] = ([float(np.min(displacements)), float(np.max(displacements))]
+                                             if displacements else None)
+        result[name] = counts
+        moved = (f", corners moved {counts['aligned_displacement_px'][0]:.1f}-{counts['aligned_displacement_px'][1]:.1f} px"
+                 if displacements else "")
+        print(f"registered: {name}: {counts['pairs']} pairs, {counts['identical']} fused bit-identically to --no-align; "
+              f"{counts['registered']} found registered, {counts['photometric_only']} gain/offset only, "
+              f"{counts['aligned']} warped{moved}, {counts['fallback']} fell back")
     return result
 
 
@@ -355,6 +448,17 @@ def stream(frames: int, repeat: int) -> dict:
     rig = Rig((width, height), 3, 0, "similarity",
               [SourceTransform(np.eye(3), (1.0,) * 3, (0.0,) * 3, status="reference"),
                SourceTransform(matrix, (1.0,) * 3, (0.0,) * 3)])
+    # What applying the rig costs per frame, for each resampling (CPU time, one core).
+    from mfif.runtime.align import INTERPOLATIONS, Warper
+
+    apply_ms = {}
+    for name in INTERPOLATIONS:
+        warper = Warper(rig, name)
+        warper.apply([a, b_seen])
+        start = time.process_time()
+        for _ in range(20):
+            warper.apply([a, b_seen])
+        apply_ms[name] = (time.process_time() - start) / 20 * 1e3
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as temp:
         paths = []
@@ -367,6 +471,7 @@ def stream(frames: int, repeat: int) -> dict:
             writer.release()
             paths.append(str(path))
         rates = {"off": [], "rig": []}
+        fuser_ms = {"off": [], "rig": []}
         for _ in range(repeat):
             for mode in ("off", "rig"):
                 fuser = _one_core_fuser(rig if mode == "rig" else "off")
@@ -374,16 +479,21 @@ def stream(frames: int, repeat: int) -> dict:
                     for _ in running:
                         pass
                 rates[mode].append(running.stats["fps"])
+                fuser_ms[mode].append(fuser.stats.mean_ms["total"])  # the fuser alone, alignment included
     off, aligned = statistics.median(rates["off"]), statistics.median(rates["rig"])
     result = {"size": f"{width}x{height}", "frames": frames, "repeat": repeat, "fps_off": off, "fps_rig": aligned,
-              "slower": off / aligned - 1, "runs": rates}
+              "slower": off / aligned - 1, "runs": rates, "fuser_ms_off": statistics.median(fuser_ms["off"]),
+              "fuser_ms_rig": statistics.median(fuser_ms["rig"]), "fuser_ms_runs": fuser_ms, "apply_cpu_ms": apply_ms}
     print(f"stream: {width}x{height} pair of MJPG files, {frames} frames, one inference thread, median of {repeat}: "
           f"{off:.1f} fps without alignment, {aligned:.1f} fps with a fixed rig: {result['slower']:+.1%} time per "
           "frame (goal <= 15%)")
+    print("  applying the rig to one frame pair, CPU ms: " + ", ".join(f"{k} {v:.1f}" for k, v in apply_ms.items()))
+    print(f"  the fuser's own time per frame (mean of the last 100): {result['fuser_ms_off']:.1f} ms without, "
+          f"{result['fuser_ms_rig']:.1f} ms with the rig ({result['fuser_ms_rig'] / result['fuser_ms_off'] - 1:+.1%})")
     return result
 
 
-def stack(crops: bool) -> dict:
+def stack(crops: bool, keep: Path | None = None) -> dict:
     root = shared_data_dir()
     folder_ = root / "stacks" / "pcb_sweep10" if root else None
     if folder_ is None or not folder_.is_dir():
@@ -391,6 +501,9 @@ def stack(crops: bool) -> dict:
     cv2 = _cv2()
     command = [sys.executable, "-m", "mfif.cli"]
     with tempfile.TemporaryDirectory() as temp:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            temp = str(keep)
         rig_path = Path(temp) / "pcb_rig.json"
         start = time.perf_counter()
         done = subprocess.run([*command, "align", "--stack", str(folder_), "-o", str(rig_path)], check=True,
@@ -417,9 +530,9 @@ def stack(crops: bool) -> dict:
         if crops:
             docs = Path(__file__).resolve().parent.parent / "docs"
             fused = {name: cv2.imread(str(path)) for name, (path, _) in outputs.items()}
-            x, y, size = 1180, 560, 320   # rims of round parts and pads near the middle of the board
+            x, y, width, height = 860, 150, 400, 280   # the silkscreen label "SW1" above the switch
             for name, image in fused.items():
-                crop = image[y:y + size, x:x + size]
+                crop = image[y:y + height, x:x + width]
                 path = docs / f"alignment_pcb_{name}.jpg"
                 cv2.imwrite(str(path), crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
                 result[f"crop_{name}"] = str(path.relative_to(docs.parent))
@@ -437,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repeated runs for the timings (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crops", action="store_true", help="write the pcb before/after crops into docs/")
+    parser.add_argument("--keep", type=Path, help="keep the stack section's fused images and rig in this folder")
     parser.add_argument("--json", type=Path, default=Path("bench/alignment.json"))
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -456,12 +570,15 @@ def main(argv: list[str] | None = None) -> int:
                 results[section] = speed(max(5, args.repeat * 5), args.seed)
             elif section == "parallax":
                 results[section] = parallax(max(4, args.pairs // 3), args.seed)
+            elif section == "registered":
+                results[section] = registered(["mfi_whu", "mfifb_aymaz", "mfifb_tsai", "classic", "mfifb_mffw",
+                                               "mfifb_savic"])
             elif section == "folder":
                 results[section] = folder(20, args.repeat, args.seed)
             elif section == "stream":
                 results[section] = stream(150, args.repeat)
             elif section == "stack":
-                results[section] = stack(args.crops)
+                results[section] = stack(args.crops, args.keep)
     write_json(args.json, results)
     print(f"wrote {args.json}")
     return 0
