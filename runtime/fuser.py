@@ -33,7 +33,7 @@ STAGES = ("preprocess", *BACKEND_STAGES, "postprocess")
 # output: the float32 planar sources, the model's activations and the output staging. Measured with
 # the shipped focusmap on ONNX Runtime (CPU): 109-118 bytes per pixel for a pair of 6-16 megapixels.
 WORKING_BYTES_PER_PIXEL_PER_SOURCE = 60
-DEFAULT_MEMORY_LIMIT = 1.75 * 2**30
+DEFAULT_MEMORY_LIMIT = 1.25 * 2**30
 LUMA = (0.114, 0.587, 0.299)   # BGR weights of ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY uses
 CB_SCALE, CR_SCALE = 0.564, 0.713  # Cb = 0.564 (B - Y), Cr = 0.713 (R - Y)
 FLOAT_TOLERANCE = 1.0 / 255.0   # float frames may stray this far outside [0, 1] (rounding)
