@@ -58,6 +58,7 @@ ECC_ITERATIONS = (30, 10)          # coarsest level, finer levels
 ECC_EPSILON = 1e-3
 ECC_SMOOTHING = 5                  # ECC's own Gaussian pre-filter (kernel size)
 PHASE_TRUSTED = 0.2                # phase correlation peak above which its shift alone starts ECC
+MIN_ALIGN_SIDE = 16                # smaller frames are not aligned (identity, with a warning)
 FLAT_DEVIATION = 2.0               # a frame whose channels all vary less than this (8-bit levels) is flat
 # Fallback thresholds: a transform outside these is not a plausible camera motion between sources.
 MIN_CORRELATION = 0.5
@@ -68,8 +69,8 @@ MAX_SHIFT = 0.2                    # corner displacement, as a fraction of the f
 MIN_OVERLAP = 0.5                  # fraction of the reference frame the source must cover
 # A source whose corners all move less than REGISTERED_PX (full-resolution pixels) is already
 # registered and is not warped; a gain and offset that change no value in 16..240 by more than
-# REGISTERED_LEVELS (8-bit) are not applied. The estimates on registered pairs stay under half of
-# these (docs/alignment.md), so such pairs pass through untouched and fuse bit-identically.
+# REGISTERED_LEVELS (8-bit) are not applied. The estimates on the registered pair sets of
+# ../shared/data stay below these (docs/alignment.md), so such pairs fuse bit-identically.
 REGISTERED_PX = 0.5
 REGISTERED_LEVELS = 2.0
 
@@ -343,8 +344,8 @@ def reference_index(count: int) -> int:
 
 class _Pyramid:
     """One frame prepared for estimation: per-channel normalized grey images from half resolution
-    down to about MIN_WORK_SIDE (level 0 is the finest; ``first`` is its pyrDown depth), and the
-    coarsest level in colour for the photometric estimate."""
+    (full resolution for small frames) down to about MIN_WORK_SIDE (level 0 is the finest; ``first``
+    is its pyrDown depth), and the coarsest level in colour for the photometric estimate."""
 
     def __init__(self, frame: np.ndarray):
         cv2 = _cv2()
@@ -511,6 +512,8 @@ def _estimate_link(reference: _Pyramid, source: _Pyramid, model: str, name: str)
     it cannot be estimated."""
     width, height = reference.size
     try:
+        if min(width, height) < MIN_ALIGN_SIDE:
+            raise _Fallback(f"the frames ({width}x{height}) are too small to align (at least {MIN_ALIGN_SIDE} px a side)")
         if reference.flat or source.flat:
             raise _Fallback(f"too little texture ({'reference' if reference.flat else 'this frame'} is flat)")
         matrix, correlation, residual = _ecc(reference, source, model)
@@ -660,6 +663,8 @@ class Warper:
             target, source = _plane(buffer), _plane(frame)
             if maps is not None:
                 cv2.remap(source, maps[0], maps[1], self._flag, dst=target, borderMode=cv2.BORDER_REPLICATE)
+                if frame.dtype != np.uint8 and self.interpolation != "linear":
+                    np.clip(target, 0.0, 1.0, out=target)  # bicubic and Lanczos overshoot at edges
                 source = target
             if lut is not None:
                 if frame.dtype == np.uint8:

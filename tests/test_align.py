@@ -326,3 +326,19 @@ def test_parallax_is_what_a_global_transform_cannot_fix(photos, fuser):
     losses = [psnr(no_parallax[layer], truth[layer]) - psnr(aligned[layer], truth[layer]) for layer in (near, ~near)]
     assert max(losses) > 3.0                          # the mismatched layer loses more than 3 dB
     assert psnr(aligned, truth) > psnr(fuser(a, b), truth) + 1.0   # still better than not aligning
+
+
+def test_grey_float_and_tiny_frames(fuser):
+    from mfif.scenes import demo_pair
+
+    a, b, _ = demo_pair(120, 160, seed=4)
+    truth = similarity_matrix(1.02, 0.3, (3.0, -2.0), (79.5, 59.5))
+    b = cv2.warpPerspective(b, truth, (160, 120), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    aligned = aligned_fuser(fuser, "each")
+    for frames in ([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in (a, b)], [f.astype(np.float32) / 255 for f in (a, b)]):
+        fused = aligned.fuse(frames)           # float frames stay in [0, 1] through bicubic resampling
+        assert fused.shape == frames[0].shape and fused.dtype == frames[0].dtype
+        assert corner_error(aligned.alignment.rig.sources[1].matrix, truth, 160, 120) < 0.5
+    tiny = np.random.default_rng(0).integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    with pytest.warns(AlignmentWarning, match="too small to align"):
+        assert np.array_equal(aligned(tiny, tiny), fuser(tiny, tiny))
