@@ -244,3 +244,27 @@ def test_read_image_refuses_images_over_max_pixels(tmp_path, suffix):
     with pytest.raises(DataError, match=rf"big\{suffix} is 91x37 \(0\.0 megapixels\), over the limit.*max_pixels=3000"):
         read_image(path, max_pixels=3000)
     assert read_image(path, max_pixels=91 * 37).shape == image.shape
+
+
+def test_changing_smoothing_from_another_thread_while_fusing_is_safe():
+    import threading
+
+    from mfif.runtime import Fuser
+
+    fuser = Fuser()
+    frames = demo_frames(64, 96)[:2]
+    stop = threading.Event()
+
+    def toggle():
+        while not stop.is_set():
+            fuser.smoothing = 0.5
+            fuser.smoothing = 0.0
+
+    toggler = threading.Thread(target=toggle)
+    toggler.start()
+    try:
+        results = [fuser(*frames) for _ in range(200)]
+    finally:
+        stop.set()
+        toggler.join()
+    assert len(results) == 200 and all(result.shape == frames[0].shape for result in results)
