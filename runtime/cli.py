@@ -28,6 +28,7 @@ import numpy as np
 from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
+from mfif.runtime.video import CODECS as VIDEO_OUTPUT_CODECS
 from mfif.runtime.video import VIDEO_CODECS
 from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
 from mfif.runtime.align import MODELS as ALIGN_MODELS
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n")[1]
     parser.add_argument("inputs", nargs="*", help="two or more images of one scene, or one folder of <name>_A/<name>_B pairs")
-    parser.add_argument("-o", "--output", help="output image, folder (for a folder of pairs) or video (.mp4, .avi)")
+    parser.add_argument("-o", "--output",
+                        help="output image, folder (for a folder of pairs), or with --video a video file "
+                             f"({', '.join(VIDEO_CODECS)}) or an image sequence (frames/%%04d.png)")
     parser.add_argument("--stack", metavar="DIR", help="fuse every image in DIR (a focus stack of one scene)")
     parser.add_argument("--video", nargs="+", metavar="SRC",
                         help="two synchronized sources, or one with --bracket: video files (or file://PATH), camera "
@@ -68,8 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--skip-existing", action="store_true",
                         help="for a folder of pairs, skip the pairs whose fused image exists already (resume a run)")
     output.add_argument("--weights-out", metavar="PATH",
-                        help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources the "
-                             "index of the heaviest source) or .npy (float32 K x H x W); a folder with a folder of pairs")
+                        help="save the weight map: an image (weight of the first source, white = 1; for 3+ sources a "
+                             "colour per source, mixed by weight, with a legend of source indices) or .npy (float32 K "
+                             "x H x W); a folder with a folder of pairs; with --video a video or image sequence of "
+                             "the maps (as -o)")
     align = parser.add_argument_group("alignment (docs/alignment.md)")
     align.add_argument("--align", nargs="?", const="each", choices=["each", "once", "off"],
                        help="register the sources onto the first (a pair) or middle (a stack) one before fusing: 'each' "
@@ -93,6 +98,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a source to open or deliver")
     video.add_argument("--preview", choices=["auto", "on", "off"], default="auto",
                        help="show the fused stream in a window (auto: when a display exists)")
+    video.add_argument("--headless", dest="preview", action="store_const", const="off",
+                       help="no preview window (jetson-utils' name for --preview off)")
+    video.add_argument("--input-width", type=int, metavar="PX",
+                       help="frame width of the sources: cameras are asked for it, other frames resized to it "
+                            "(with --input-height)")
+    video.add_argument("--input-height", type=int, metavar="PX", help="frame height of the sources (with --input-width)")
+    video.add_argument("--input-rate", type=float, metavar="FPS",
+                       help="frame rate asked of cameras (and csi://N), and the output video's rate (default: the "
+                            "source's, else 30)")
+    video.add_argument("--output-codec", choices=list(VIDEO_OUTPUT_CODECS),
+                       help="codec of the output video: mjpeg, mpeg4 (mp4v) or h264 where this OpenCV has an encoder "
+                            "(default: by suffix, mjpeg for .avi, else mpeg4)")
+    video.add_argument("--bitrate", type=int, metavar="BPS",
+                       help="bits per second of H.264 output (GStreamer encoders: nvv4l2h264enc on a Jetson, x264enc, "
+                            "openh264enc)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,7 +213,50 @@ def _require_output(args, what: str) -> Path:
     return Path(args.output)
 
 
-def _save_weights(path: Path, weights: np.ndarray) -> Path:
+# Source colours of the weight pictures for 3+ sources (BGR; matplotlib's tab10), then evenly spaced hues.
+SOURCE_COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
+                  (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+
+
+def source_colours(count: int) -> np.ndarray:
+    """(count, 3) uint8 BGR colours, one per source, all distinct."""
+    if count <= len(SOURCE_COLOURS):
+        return np.array(SOURCE_COLOURS[:count], np.uint8)
+    cv2 = require("cv2", extra="cpu", purpose="weight pictures")
+    hues = np.arange(count, dtype=np.float32) * (180.0 / count)
+    hsv = np.stack([hues, np.full(count, 200, np.float32), np.full(count, 230, np.float32)], -1).astype(np.uint8)
+    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0]
+
+
+def weight_picture(weights: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+    """The weight maps (K, H, W) as a picture. Two sources: grey, the first source's weight (white
+    = 1). Three or more: each pixel the weight-mixed colour of the sources (a source's own colour
+    where it alone wins), over a legend band that names each colour by source index (and name)."""
+    if len(weights) == 2:
+        return np.clip(weights[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    cv2 = require("cv2", extra="cpu", purpose="weight pictures")
+    colours = source_colours(len(weights))
+    picture = np.clip(np.einsum("khw,kc->hwc", weights, colours.astype(np.float32)) + 0.5, 0, 255).astype(np.uint8)
+    labels = [f"{k}" + (f" {names[k][:20]}" if names and k < len(names) else "") for k in range(len(weights))]
+    width, font, scale, line = picture.shape[1], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 16
+    rows, x = [[]], 4
+    for k, label in enumerate(labels):   # swatch + label per source, wrapped to the picture's width
+        step = 16 + cv2.getTextSize(label, font, scale, 1)[0][0] + 10
+        if x + step > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append((k, x, label))
+        x += step
+    band = np.full((line * len(rows) + 4, width, 3), 255, np.uint8)
+    for row, entries in enumerate(rows):
+        top = 2 + row * line
+        for k, left, label in entries:
+            cv2.rectangle(band, (left, top + 2), (left + 11, top + 13), tuple(int(c) for c in colours[k]), -1)
+            cv2.putText(band, label, (left + 16, top + 12), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([picture, band], axis=0)
+
+
+def _save_weights(path: Path, weights: np.ndarray, names: list[str] | None = None) -> Path:
     from mfif.files import atomic_path
     from mfif.imageio import write_image
 
@@ -201,11 +264,7 @@ def _save_weights(path: Path, weights: np.ndarray) -> Path:
         with atomic_path(path) as partial, open(partial, "wb") as handle:
             np.save(handle, weights)
         return path
-    if len(weights) == 2:
-        image = weights[0] * 255.0 + 0.5
-    else:
-        image = np.argmax(weights, axis=0) * (255.0 / (len(weights) - 1))
-    return write_image(path, np.clip(image, 0, 255).astype(np.uint8))
+    return write_image(path, weight_picture(weights, names))
 
 
 def _read_frames(paths: list[Path], max_pixels: int | None) -> list[np.ndarray]:
@@ -229,12 +288,13 @@ def _fuse_frames(fuser, frames: list[np.ndarray], weights_out: Path | None, name
     return fused, weights
 
 
-def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, weights) -> None:
+def _write_outputs(output: Path, fused: np.ndarray, weights_out: Path | None, weights,
+                   names: list[str] | None = None) -> None:
     from mfif.imageio import write_image
 
     write_image(output, fused)
     if weights is not None:
-        _save_weights(weights_out, weights)
+        _save_weights(weights_out, weights, names)
 
 
 def _fuse_files(fuser, paths: list[Path], args) -> Path:
@@ -246,7 +306,7 @@ def _fuse_files(fuser, paths: list[Path], args) -> Path:
     if weights_out is not None and weights_out.suffix.lower() != ".npy":
         check_image_output(weights_out)
     fused, weights = _fuse_frames(fuser, _read_frames(paths, args.max_pixels), weights_out, [path.name for path in paths], args.crop)
-    _write_outputs(output, fused, weights_out, weights)
+    _write_outputs(output, fused, weights_out, weights, [path.name for path in paths])
     _print_alignment(fuser, [path.name for path in paths])
     return output
 
@@ -409,32 +469,70 @@ def _preview(mode: str):
         return None
 
 
+def _input_size(args) -> tuple[int, int] | None:
+    """(width, height) from --input-width/--input-height (both or neither)."""
+    given = (args.input_width, args.input_height)
+    if given == (None, None):
+        return None
+    if None in given:
+        raise ConfigError(f"give --input-width and --input-height together (got width {args.input_width}, height "
+                          f"{args.input_height})")
+    if min(given) < 8:
+        raise ConfigError(f"--input-width/--input-height must be at least 8 pixels, not {given[0]}x{given[1]}")
+    return given
+
+
+def _csi_mode(spec: str, size: tuple[int, int] | None, rate: float | None) -> str:
+    """A csi://N source takes the mode in its URI (its GStreamer pipeline sets it): add
+    --input-width/--input-height/--input-rate there unless the URI has options of its own."""
+    if not spec.lower().startswith("csi://") or "?" in spec or not (size or rate):
+        return spec
+    options = ([f"width={size[0]}", f"height={size[1]}"] if size else []) + \
+              ([f"framerate={round(rate)}"] if rate else [])
+    return f"{spec}?{'&'.join(options)}"
+
+
 def _video(fuser, args) -> int:
     from mfif.runtime.video import VideoOutput
 
     if len(args.video) > 2:
         raise ConfigError(f"--video takes two synchronized sources or one bracketing source; got {len(args.video)}")
-    source_b = args.video[1] if len(args.video) == 2 else None
-    if args.weights_out:
-        raise ConfigError("--weights-out is for images; with --video it is not supported")
-    output = VideoOutput(args.output) if args.output else None
+    size = _input_size(args)
+    sources = [_csi_mode(spec, size, args.input_rate) for spec in args.video]
+    source_b = sources[1] if len(sources) == 2 else None
+    weights_path = Path(args.weights_out) if args.weights_out else None
+    if weights_path and "%" not in weights_path.name and weights_path.suffix.lower() not in VIDEO_CODECS:
+        raise ConfigError(f"--weights-out is for images (one map per fused image) and, with --video, takes a video "
+                          f"file ({', '.join(VIDEO_CODECS)}) or an image sequence (weights/%04d.png); not {weights_path}")
+    if args.weights_out and not fuser.info.has_weight_map:
+        raise ConfigError(f"--weights-out: model {fuser.info.model} gives no weight maps (focusmap does)")
+    output = VideoOutput(args.output, codec=args.output_codec, bitrate=args.bitrate) if args.output else None
+    weights_output = (VideoOutput(args.weights_out, codec=args.output_codec if "%" not in args.weights_out else None,
+                                  bitrate=args.bitrate if "%" not in args.weights_out else None)
+                      if args.weights_out else None)
     preview = _preview(args.preview)
     if output is None and preview is None:
         raise ConfigError("say where to write the fused video with -o (no display for a preview here)")
-    stream = fuser.stream(args.video[0], source_b, bracket=None if source_b else args.bracket,
+    stream = fuser.stream(sources[0], source_b, bracket=None if source_b else args.bracket,
                           live=True if args.live else None, smoothing=args.smoothing,
-                          timeout=args.timeout, max_frames=args.max_frames, reconnect=args.reconnect)
+                          timeout=args.timeout, max_frames=args.max_frames, reconnect=args.reconnect,
+                          return_weights=weights_output is not None, size=size, rate=args.input_rate)
     area = None
     try:
         with stream:
-            if output is not None:
-                output.fps = stream.source_fps or output.fps
+            for sink in (output, weights_output):
+                if sink is not None:
+                    sink.fps = args.input_rate or stream.source_fps or sink.fps
             total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
             for fused in _Progress(stream, total=total, unit="frame", desc="fusing"):
+                fused, weights = fused if weights_output is not None else (fused, None)
                 if args.crop:  # the area of the first frame set, so that every frame has one size
                     area = area or fuser.alignment.common_area()
                     x, y, width, height = area
                     fused = np.ascontiguousarray(fused[y:y + height, x:x + width])
+                    weights = None if weights is None else weights[:, y:y + height, x:x + width]
+                if weights_output is not None:
+                    weights_output.write(weight_picture(weights))
                 if output is not None:
                     output.write(fused)
                 if preview is not None:
@@ -442,12 +540,14 @@ def _video(fuser, args) -> int:
                     if not preview.is_open:  # q, Esc or the window closed
                         break
     finally:
-        for sink in (output, preview):
+        for sink in (output, weights_output, preview):
             if sink is not None:
                 sink.close()
         stats = stream.stats
         print(f"fused {stats['frames_out']} frames at {stats['fps']:.1f} frames/s, dropped {stats['dropped']}"
               + (f", reconnected {stats['reconnects']} times" if stats["reconnects"] else "")
               + (f", wrote {output.frames} to {output.path}" if output is not None and output.frames else "")
+              + (f", weight maps to {weights_output.path}" if weights_output is not None and weights_output.frames
+                 else "")
               + (f"; {stream.ended_by} ended first" if stream.ended_by and source_b else ""))
     return 0

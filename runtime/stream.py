@@ -175,13 +175,17 @@ class Stream:
     ``return_weights`` yields (fused, weights). ``queue_size`` bounds each queue. ``timeout``: the
     longest wait for a source to open or for the next frame, in seconds. ``max_frames`` stops after
     that many fused frames (frames delivered to you, whatever was dropped). ``reconnect``: attempts
-to reopen a lost network source (0: a loss ends the stream with SourceError). The fuser must not
-be used elsewhere while the stream runs.
+to reopen a lost network source (0: a loss ends the stream with SourceError). ``size``
+(width, height) and ``rate`` (frames per second), as jetson-utils' --input-width/--input-height/
+--input-rate: cameras and V4L2 devices are asked for that mode when opened, and frames of another
+size from any source are resized to ``size`` (INTER_AREA), so every fused frame has it. The fuser
+must not be used elsewhere while the stream runs.
     """
 
     def __init__(self, fuser, source_a, source_b=None, *, bracket: int | None = None, live: bool | None = None,
                  smoothing: float | None = None, return_weights: bool = False, queue_size: int = 2,
-                 timeout: float = 10.0, max_frames: int | None = None, reconnect: int = 0) -> None:
+                 timeout: float = 10.0, max_frames: int | None = None, reconnect: int = 0,
+                 size: tuple[int, int] | None = None, rate: float | None = None) -> None:
         if source_b is not None and bracket not in (None, 1):
             raise ConfigError(f"bracket={bracket} is for one focus-bracketing source; two sources were given")
         self.bracket = 1 if source_b is not None else (2 if bracket is None else int(bracket))
@@ -196,6 +200,11 @@ be used elsewhere while the stream runs.
             raise ConfigError(f"max_frames must be >= 1 or None, not {max_frames}")
         if reconnect < 0:
             raise ConfigError(f"reconnect must be >= 0 attempts (0 = off), not {reconnect}")
+        if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size)):
+            raise ConfigError(f"size must be (width, height), whole numbers of pixels >= 8, not {size!r}")
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"rate must be a number of frames per second > 0, not {rate!r}")
+        self.size, self.rate = (tuple(size) if size else None), rate
         specs = [source_a] if source_b is None else [source_a, source_b]
         self.sources = [describe_source(spec, live) for spec in specs]
         self.live = any(source.live for source in self.sources)
@@ -372,6 +381,7 @@ be used elsewhere while the stream runs.
             try:
                 for source in self.sources:
                     captures.append(source.open(cv2, self.timeout))
+                    self._ask_mode(cv2, source, captures[-1])
                 fps = captures[0].get(cv2.CAP_PROP_FPS)
                 self.source_fps = fps / self.bracket if fps and np.isfinite(fps) and fps > 0 else None
                 if not self.live:
@@ -392,6 +402,9 @@ be used elsewhere while the stream runs.
                     raise
                 if group is None:
                     break
+                if self.size:
+                    group = [frame if frame.shape[1::-1] == self.size else
+                             cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA) for frame in group]
                 self.frames_read += 1
                 self.dropped_captured += self._put(self._captured, group, droppable=self.drops)
                 if not self.drops and self.max_frames and self.frames_read >= self.max_frames:
@@ -402,6 +415,17 @@ be used elsewhere while the stream runs.
         finally:
             for capture in captures:
                 capture.release()
+
+    def _ask_mode(self, cv2, source: Source, capture) -> None:
+        """Ask a camera or V4L2 device for ``size`` and ``rate`` (drivers pick the nearest mode they
+        have; frames of another size are resized after capture)."""
+        if source.kind not in ("camera", "device"):
+            return
+        if self.size:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if self.rate:
+            capture.set(cv2.CAP_PROP_FPS, self.rate)
 
     def _reopen(self, cv2, captures, lost: _SourceLost) -> bool:
         """Reconnect a lost network source: up to ``reconnect`` attempts, waiting 0.5 s, 1 s, 2 s ...

@@ -62,7 +62,14 @@ def test_a_stack(tmp_path, capsys):
     assert main(["fuse", "--stack", str(stack), "-o", str(tmp_path / "fused.png"),
                  "--weights-out", str(tmp_path / "index.png")]) == 0
     assert read_image(tmp_path / "fused.png").shape == (40, 56)
-    assert set(np.unique(read_image(tmp_path / "index.png"))) <= {0, 127, 128, 255}
+    # 3+ sources: a colour per source mixed by weight over a legend band of swatches (issue 16; the
+    # grey levels 0/127/255 this test used to expect are what the issue replaced).
+    from mfif.runtime.cli import source_colours
+
+    picture = read_image(tmp_path / "index.png")
+    assert picture.shape[0] > 40 and picture.shape[1:] == (56, 3)
+    legend = {tuple(pixel) for pixel in picture[40:].reshape(-1, 3)}
+    assert {tuple(colour) for colour in source_colours(3)} <= legend
     assert "fused 3 images" in capsys.readouterr().out
 
 
@@ -147,6 +154,107 @@ def test_videos_and_a_bracketing_source(tmp_path, capsys):
     bracket = write_video(tmp_path / "bracket.avi", [a, b] * 5)
     assert main(["fuse", "--video", str(bracket), "--bracket", "2", "--smoothing", "0.5", "-o", str(tmp_path / "fused.avi")]) == 0
     assert len(read_video(tmp_path / "fused.avi")) == 5
+
+
+def test_video_with_jetson_utils_options_an_image_sequence_and_weight_maps(tmp_path, capsys):
+    import cv2
+
+    a, b, _ = demo_frames(48, 64)
+    path_a = write_video(tmp_path / "a.avi", [a] * 8)
+    path_b = write_video(tmp_path / "b.avi", [b] * 8)
+    assert main(["fuse", "--video", str(path_a), str(path_b), "-o", str(tmp_path / "frames" / "%04d.png"),
+                 "--weights-out", str(tmp_path / "weights.avi"), "--input-width", "80", "--input-height", "60",
+                 "--input-rate", "12", "--headless", "--max-frames", "5"]) == 0
+    frames = sorted((tmp_path / "frames").iterdir())
+    assert [path.name for path in frames] == [f"{i:04d}.png" for i in range(5)]
+    assert all(read_image(path).shape == (60, 80, 3) for path in frames)      # resized to --input-width/height
+    weights = read_video(tmp_path / "weights.avi")
+    assert len(weights) == 5 and weights[0].shape == (60, 80, 3)
+    left, right = weights[0][:, :20].mean(), weights[0][:, -20:].mean()
+    assert left > 170 > 85 > right          # A is sharp on the left: its weight (white = 1) is high there
+    capture = cv2.VideoCapture(str(tmp_path / "weights.avi"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12)                # --input-rate sets the output's rate
+    capture.release()
+    out = capsys.readouterr().out
+    assert "wrote 5 to" in out and "weight maps to" in out
+
+
+def test_weight_maps_of_a_three_position_bracket_are_colour_with_a_legend(tmp_path):
+    from mfif.runtime.cli import source_colours
+
+    a, b, sharp = demo_frames(48, 64)
+    bracket = write_video(tmp_path / "bracket.avi", [a, b, sharp] * 3)
+    assert main(["fuse", "--video", str(bracket), "--bracket", "3", "-o", str(tmp_path / "fused.avi"),
+                 "--weights-out", str(tmp_path / "w" / "%i.png"), "--preview", "off"]) == 0
+    pictures = [read_image(tmp_path / "w" / f"{i}.png") for i in range(3)]
+    assert all(picture.shape[0] > 48 and picture.shape[1:] == (64, 3) for picture in pictures)
+    legend = {tuple(pixel) for pixel in pictures[0][48:].reshape(-1, 3)}
+    assert {tuple(colour) for colour in source_colours(3)} <= legend
+
+
+def test_h264_output_where_this_opencv_has_an_encoder(tmp_path, capsys):
+    from mfif.errors import BackendUnavailableError
+    from mfif.runtime.video import VideoOutput
+
+    a, b, _ = demo_frames(48, 64)
+    path_a = write_video(tmp_path / "a.avi", [a] * 4)
+    path_b = write_video(tmp_path / "b.avi", [b] * 4)
+    argv = ["fuse", "--video", str(path_a), str(path_b), "-o", str(tmp_path / "fused.mp4"), "--output-codec", "h264",
+            "--headless"]
+    try:
+        VideoOutput(tmp_path / "probe.mp4", codec="h264")
+    except BackendUnavailableError:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no H.264 encoder for" in err and "Use codec 'mpeg4' (.mp4) or 'mjpeg' (.avi)" in err
+        assert not (tmp_path / "fused.mp4").exists()
+        return
+    assert main(argv) == 0 and len(read_video(tmp_path / "fused.mp4")) == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output-codec", "mpeg4", "--bitrate", "4000000"], "only the H.264 encoders take a bitrate"),
+    (["--input-width", "80"], "give --input-width and --input-height together (got width 80, height None)"),
+    (["--input-width", "4", "--input-height", "4"], "at least 8 pixels, not 4x4"),
+    (["--weights-out", "{out}.npy"], "--weights-out is for images (one map per fused image) and, with --video"),
+])
+def test_video_option_errors_name_the_values(tmp_path, capsys, argv, message):
+    a, _, _ = demo_frames(20, 24)
+    video = write_video(tmp_path / "v.avi", [a] * 4)
+    values = {"out": tmp_path / "out"}
+    code = main(["fuse", "--video", str(video), "-o", str(tmp_path / "f.avi"), "--headless",
+                 *(arg.format(**values) for arg in argv)])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_csi_sources_take_the_input_mode_in_their_uri():
+    from mfif.runtime.cli import _csi_mode
+    from mfif.runtime.stream import describe_source
+
+    spec = _csi_mode("csi://0", (1280, 720), 60.0)
+    assert spec == "csi://0?width=1280&height=720&framerate=60"
+    assert "width=1280, height=720, framerate=60/1" in describe_source(spec).spec
+    assert _csi_mode("csi://1?width=640&height=480", (1280, 720), None) == "csi://1?width=640&height=480"
+    assert _csi_mode("a.mp4", (1280, 720), 30.0) == "a.mp4"
+
+
+def test_video_output_sequences_and_gstreamer_pipelines(tmp_path):
+    from mfif.errors import ConfigError
+    from mfif.runtime.video import VideoOutput, gstreamer_h264
+
+    for bad in ("f/%04d.gif", "f/%d_%d.png"):
+        with pytest.raises(ConfigError, match="expected one number field and an image suffix"):
+            VideoOutput(tmp_path / bad)
+    with pytest.raises(ConfigError, match="a codec or bitrate is for video files"):
+        VideoOutput(tmp_path / "f%03d.jpg", codec="h264")
+    with pytest.raises(ConfigError, match="unknown codec 'vp9'; choose one of mjpeg, mpeg4, h264"):
+        VideoOutput(tmp_path / "x.mp4", codec="vp9")
+    # Bitrates in each encoder's unit: bit/s for nvv4l2h264enc and openh264enc, kbit/s for x264enc.
+    assert "nvvidconv ! video/x-raw(memory:NVMM), format=NV12 ! nvv4l2h264enc bitrate=4000000 ! h264parse ! " \
+           "mp4mux ! filesink location=" in gstreamer_h264(tmp_path / "a.mp4", "nvv4l2h264enc", 4_000_000)
+    assert "x264enc bitrate=4000 speed-preset=ultrafast" in gstreamer_h264(tmp_path / "a.mkv", "x264enc", 4_000_000)
+    assert "! matroskamux !" in gstreamer_h264(tmp_path / "a.mkv", "x264enc")
+    assert "openh264enc ! h264parse ! qtmux" in gstreamer_h264(tmp_path / "a.mov", "openh264enc")
 
 
 def test_another_model_and_backend(tmp_path, capsys):
