@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model:<file.onnx> (default: the baselines and enfuse when installed)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: QMI,QNCIE,QG,QP,QE,QY,QCB,QCV and PSNR,SSIM "
-                             "where there is ground truth; also MI, EN, SF, AG, SD, PiellaQ, PiellaQw)")
+                             "where there is ground truth, BandPSNR (PSNR within 10 px of the focus-region "
+                             "borders: halos) on synthetic pairs; also MI, EN, SF, AG, SD, PiellaQ, PiellaQw)")
     parser.add_argument("--results", type=Path, action="append", default=[],
                         help="folder of existing fused images <pair>.* or <pair>_<method>.* to score (repeatable)")
     parser.add_argument("--results-prefix", default="", help="put this before the method names of --results")

@@ -22,8 +22,8 @@ import numpy as np
 
 from mfif.errors import ConfigError, DataError
 from mfif.evaluation import tables
-from mfif.evaluation.scoring import (TRUTH_NAMES, Computed, Item, ResultsMethod, Stored, resolve_metrics, score_pair,
-                                    summarize)
+from mfif.evaluation.scoring import (BAND_NAMES, TRUTH_NAMES, Computed, Item, ResultsMethod, Stored, resolve_metrics,
+                                    score_pair, summarize)
 
 
 @dataclass
@@ -52,7 +52,7 @@ def evaluate(items: list[Item], methods: list, out: str | Path, metrics: list[st
         raise DataError("no pairs to evaluate")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    asked = list(metrics) if metrics else [*REFERENCE_METRICS, *TRUTH_NAMES]
+    asked = list(metrics) if metrics else [*REFERENCE_METRICS, *TRUTH_NAMES, *BAND_NAMES]
     metrics, missing = resolve_metrics(asked)
     if not metrics:
         raise ConfigError(f"none of the metrics {asked} can run here: " + "; ".join(

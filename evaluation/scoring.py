@@ -21,6 +21,8 @@ from mfif.errors import ConfigError, DataError, InputError, MfifError
 from mfif.imageio import IMAGE_SUFFIXES, find_pairs, read_image, read_pair
 
 TRUTH_NAMES = ("PSNR", "SSIM")
+# Ground-truth metrics that also need the focus regions (synthetic pairs): the halo metric.
+BAND_NAMES = ("BandPSNR",)
 PIELLA_METRICS = {"PiellaQ": "piella_q", "PiellaQw": "piella_qw"}
 # File-name suffixes of sources and ground truth: never a method's name in a results folder.
 ROLE_SUFFIXES = ("A", "B", "1", "2", "GT")
@@ -31,10 +33,13 @@ ROLE_SUFFIXES = ("A", "B", "1", "2", "GT")
 
 @dataclass(frozen=True)
 class Item:
-    """One pair to score: ``load()`` returns (frames, ground truth or None)."""
+    """One pair to score: ``load()`` returns (frames, ground truth or None); ``band()``, where
+    the focus regions are known (synthetic pairs), the pixels near their borders (bool HxW) that
+    BandPSNR scores."""
     set: str
     name: str
     load: Callable[[], tuple[list[np.ndarray], np.ndarray | None]]
+    band: Callable[[], np.ndarray] | None = None
 
 
 def folder_items(folders: list[str | Path], limit: int | None = None) -> list[Item]:
@@ -54,8 +59,12 @@ def synthetic_items(count: int, size: tuple[int, int] = (192, 256), seed: int = 
                     sharp_folder: str | Path | None = None) -> list[Item]:
     """``count`` synthetic pairs (set 'synthetic') with ground truth: a generated scene
     (:mod:`mfif.scenes`), or a photograph of ``sharp_folder`` cropped to ``size``, blurred
-    (Gaussian, sigma 1.5 to 3) in complementary random regions of A and B."""
-    from mfif.scenes import multi_focus, scene
+    (Gaussian, sigma 1.5 to 3) in complementary random regions of A and B; ``band()`` gives the
+    pixels within BAND_RADIUS of the regions' border."""
+    from functools import lru_cache
+
+    from mfif.evaluation.metrics.structural import boundary_band
+    from mfif.scenes import defocus, focus_regions, scene
 
     if count < 1:
         raise ConfigError(f"--synthetic needs a count >= 1, not {count}")
@@ -65,15 +74,19 @@ def synthetic_items(count: int, size: tuple[int, int] = (192, 256), seed: int = 
         if not photos:
             raise DataError(f"no images in the sharp folder {sharp_folder}")
 
-    def load(index: int):
+    @lru_cache(maxsize=2)
+    def make(index: int):
         rng = np.random.default_rng(seed + index)
         if photos is None:
             sharp = scene(*size, seed=rng)
         else:
             sharp = read_image(photos[index % len(photos)])[: size[0], : size[1]]
-        return multi_focus(sharp, "blobs", seed=rng), sharp
+        # What multi_focus(sharp, "blobs", seed=rng) draws, with the regions kept for the band.
+        regions = focus_regions("blobs", sharp.shape[0], sharp.shape[1], 2, rng)
+        return defocus(sharp, regions, rng.uniform(1.5, 3.0, 2)), sharp, boundary_band(regions)
 
-    return [Item("synthetic", f"syn{seed + i:04d}", lambda i=i: load(i)) for i in range(count)]
+    return [Item("synthetic", f"syn{seed + i:04d}", lambda i=i: make(i)[:2], lambda i=i: make(i)[2])
+            for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,12 +174,12 @@ def resolve_metrics(names: list[str]) -> tuple[list[str], dict[str, str]]:
     (name -> reason). An unknown name is a ConfigError."""
     from mfif.evaluation.metrics import IMAGE_METRICS, SOURCE_METRICS, TRUTH_METRICS, get_metric
 
-    known = [*SOURCE_METRICS, *TRUTH_METRICS, *IMAGE_METRICS, *PIELLA_METRICS]
+    known = [*SOURCE_METRICS, *TRUTH_METRICS, *BAND_NAMES, *IMAGE_METRICS, *PIELLA_METRICS]
     ready, missing = [], {}
     for name in names:
         if name not in known:
             raise ConfigError(f"unknown metric {name!r}; known: {', '.join(known)}")
-        if name in PIELLA_METRICS:
+        if name in PIELLA_METRICS or name in BAND_NAMES:
             ready.append(name)
             continue
         try:
@@ -179,9 +192,10 @@ def resolve_metrics(names: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def score(frames: list[np.ndarray], fused: np.ndarray, truth: np.ndarray | None,
-          metrics: list[str]) -> dict[str, float]:
+          metrics: list[str], band: np.ndarray | None = None) -> dict[str, float]:
     """The metrics of one fused image (first two frames as the sources). Ground-truth metrics
-    are skipped without truth. A value that is not finite raises InputError."""
+    are skipped without truth, BandPSNR without truth and ``band``. A value that is not finite
+    raises InputError."""
     from mfif.evaluation import piella
     from mfif.evaluation.metrics import compute_metrics, reference_grey
 
@@ -189,8 +203,12 @@ def score(frames: list[np.ndarray], fused: np.ndarray, truth: np.ndarray | None,
     if not isinstance(fused, np.ndarray) or fused.shape[:2] != a.shape[:2]:
         raise InputError(f"the fused image is a {type(fused).__name__} of shape {shape_text(fused)}, not an image "
                          f"of the sources' shape {shape_text(a)}")
-    named = [m for m in metrics if m not in PIELLA_METRICS and (truth is not None or m not in TRUTH_NAMES)]
+    named = [m for m in metrics if m not in PIELLA_METRICS and m not in BAND_NAMES
+             and (truth is not None or m not in TRUTH_NAMES)]
     values = compute_metrics(a, b, fused, named, truth=truth) if named else {}
+    if "BandPSNR" in metrics and truth is not None and band is not None:
+        from mfif.evaluation.metrics.structural import band_psnr
+        values["BandPSNR"] = band_psnr(reference_grey(fused), reference_grey(truth), band)
     extra = [m for m in metrics if m in PIELLA_METRICS]
     if extra:
         greys = [reference_grey(x) for x in (a, b, fused)]
@@ -202,11 +220,13 @@ def score(frames: list[np.ndarray], fused: np.ndarray, truth: np.ndarray | None,
     return values
 
 
-def is_scored(row: dict | None, metrics: list[str], has_truth: bool) -> bool:
-    """Whether an earlier row already holds every asked metric (ground-truth ones only with truth)."""
+def is_scored(row: dict | None, metrics: list[str], has_truth: bool, has_band: bool = False) -> bool:
+    """Whether an earlier row already holds every asked metric (ground-truth ones only with truth,
+    BandPSNR only with truth and a band)."""
     if row is None or row.get("status") != "ok":
         return False
-    needed = [m for m in metrics if has_truth or m not in TRUTH_NAMES]
+    needed = [m for m in metrics
+              if (has_truth or m not in TRUTH_NAMES) and (has_truth and has_band or m not in BAND_NAMES)]
     return all(row.get(m) not in (None, "") for m in needed)
 
 
@@ -230,15 +250,17 @@ def score_pair(item: Item, producers: list[tuple[str, Computed | Stored]], metri
     """Score ``item`` with each (label, producer) whose ``earlier`` row lacks a metric."""
     key = (item.set, item.name)
     # Ground-truth metrics count only where there is truth, known once the pair is read.
-    todo = [label for label, _ in producers if not is_scored(earlier.get((*key, label)), metrics, True)]
+    todo = [label for label, _ in producers if not is_scored(earlier.get((*key, label)), metrics, True, True)]
     if not todo and not with_images:
         return PairScores({}, len(producers), {}, None)
     try:
         frames, truth = item.load()
+        band = item.band() if item.band is not None else None
     except Exception as exc:  # noqa: BLE001  unreadable or mismatched: recorded, counted
         return PairScores({(*key, label): failed_row(key, label, exc) for label in todo},
                           len(producers) - len(todo), {}, None)
-    todo = [label for label, _ in producers if not is_scored(earlier.get((*key, label)), metrics, truth is not None)]
+    todo = [label for label, _ in producers
+            if not is_scored(earlier.get((*key, label)), metrics, truth is not None, band is not None)]
     rows, fused_images = {}, {}
     images = {"A": frames[0], "B": frames[1], **({"truth": truth} if truth is not None else {})} if with_images else None
     for label, produce in producers:
@@ -248,7 +270,7 @@ def score_pair(item: Item, producers: list[tuple[str, Computed | Stored]], metri
             continue
         try:
             fused, elapsed = produce(item, frames)
-            values = score(frames, fused, truth, metrics)
+            values = score(frames, fused, truth, metrics, band)
         except Exception as exc:  # noqa: BLE001  a failing pair is recorded, counted and excluded
             rows[(*key, label)] = failed_row(key, label, exc)
             fused = None

@@ -172,8 +172,12 @@ def paper_tables(rows: dict, labels: list[str], out: Path) -> list[Path]:
 
 
 def format_summary(summary: list[dict], metrics: list[str]) -> str:
-    """The means per set as a short text table (ranked metrics only, at most ten)."""
-    shown = [m for m in metrics if m not in UNRANKED][:10]
+    """The means per set as a short text table (ranked metrics only: at most ten, then the
+    ground-truth ones)."""
+    from mfif.evaluation.scoring import BAND_NAMES, TRUTH_NAMES
+
+    ranked = [m for m in metrics if m not in UNRANKED]
+    shown = ranked[:10] + [m for m in ranked[10:] if m in (*TRUTH_NAMES, *BAND_NAMES)]
     lines = []
     for set_name in dict.fromkeys(e["set"] for e in summary):
         entries = [e for e in summary if e["set"] == set_name]

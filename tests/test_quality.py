@@ -219,3 +219,45 @@ def test_piella_indices():
             index(a[:7], b[:7], a[:7])
         with pytest.raises(InputError, match="NaN"):
             index(a, b, np.full_like(a, np.nan))
+
+
+def test_boundary_band_and_band_psnr():
+    from mfif.evaluation.metrics.structural import band_psnr, boundary_band
+
+    labels = np.zeros((30, 40), int)
+    labels[:, 25:] = 1
+    band = boundary_band(labels, radius=3)
+    assert band[:, 22:28].all() and not band[:, :22].any() and not band[:, 28:].any()
+    regions = np.stack([labels == 0, labels == 1]).astype(np.float32)
+    assert (boundary_band(regions, radius=3) == band).all()
+    truth = np.full((30, 40), 100.0)
+    fused = truth.copy()
+    fused[:, :5] = 0.0                                     # an error far from the border does not count
+    assert band_psnr(fused, truth, band) == math.inf
+    fused[:, 24] += 10.0                                   # one column of the 6-wide band off by 10
+    assert band_psnr(fused, truth, band) == pytest.approx(10 * math.log10(255 ** 2 / (100 / 6)))
+    with pytest.raises(InputError, match="empty"):
+        band_psnr(fused, truth, np.zeros_like(band))
+    with pytest.raises(InputError, match="band is"):
+        band_psnr(fused, truth, band[:10])
+
+
+def test_band_psnr_on_synthetic_pairs_only(pairs, tmp_path):
+    """BandPSNR is scored where the focus regions are known (synthetic pairs), beside PSNR; pairs
+    read from folders have truth but no band, so they have PSNR only. A fusion that fills the band
+    with the blurred average scores lower there than one that copies the truth outside it."""
+    from mfif.evaluation.scoring import synthetic_items
+
+    items = synthetic_items(2, (64, 80), seed=3) + [i for i in folder_items([pairs]) if i.name == "p0"]
+    report = evaluate(items, get_methods("average,decision"), tmp_path / "out", ["PSNR", "BandPSNR"], progress=False)
+    for name in ("syn0003", "syn0004"):
+        rows = {m: report.rows[("synthetic", name, m)] for m in ("average", "decision")}
+        assert all(r["status"] == "ok" for r in rows.values())
+        assert float(rows["average"]["BandPSNR"]) < float(rows["average"]["PSNR"])
+        assert float(rows["decision"]["BandPSNR"]) > float(rows["average"]["BandPSNR"])
+    assert report.rows[("pairs", "p0", "average")].get("BandPSNR") in (None, "")
+    assert report.rows[("pairs", "p0", "average")]["PSNR"]
+    means = {(e["set"], e["method"]): e for e in report.summary}
+    assert means[("synthetic", "decision")]["BandPSNR"] > means[("synthetic", "average")]["BandPSNR"]
+    again = evaluate(items, get_methods("average,decision"), tmp_path / "out", ["PSNR", "BandPSNR"], progress=False)
+    assert again.skipped == 6      # resumed: every row complete, the folder pair without a band too

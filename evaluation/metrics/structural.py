@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mfif.errors import InputError
 from mfif.evaluation.metrics.common import (box_mean_valid, constant_windows, cv2, filter_same, gaussian_valid,
                                        row_strips, ssim_map, validate)
 
@@ -167,6 +168,44 @@ def psnr(fused: np.ndarray, truth: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB for 8-bit levels (peak 255); ``inf`` when identical."""
     fused, truth = validate("PSNR", 1, fused=fused, truth=truth)
     mse = float(np.mean(np.square(fused - truth)))
+    if mse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(PEAK * PEAK / mse))
+
+
+# Half-width in pixels of the band around focus-region borders that ``band_psnr`` scores: where
+# halos show (a blurred source spilling over a sharp edge, or a weight map that misses the border).
+BAND_RADIUS = 10
+
+
+def boundary_band(regions: np.ndarray, radius: int = BAND_RADIUS) -> np.ndarray:
+    """The pixels (bool HxW) within ``radius`` pixels of a border between focus regions:
+    ``regions`` is a label map (HxW integers) or a partition (K, H, W) of soft or hard regions
+    (each pixel labelled by its largest share). A pixel is in the band when its disk of that radius
+    holds two labels."""
+    regions = np.asarray(regions)
+    labels = regions.argmax(axis=0) if regions.ndim == 3 else regions
+    if labels.ndim != 2:
+        raise InputError(f"boundary_band takes a label map HxW or regions KxHxW, not shape {regions.shape}")
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    band = np.zeros(labels.shape, bool)
+    for label in np.unique(labels):
+        inside = (labels == label).astype(np.uint8)
+        band |= (cv2.dilate(inside, kernel) > 0) & (cv2.dilate(1 - inside, kernel) > 0)
+    return band
+
+
+def band_psnr(fused: np.ndarray, truth: np.ndarray, band: np.ndarray) -> float:
+    """PSNR (8-bit levels, peak 255) over the pixels of ``band`` (bool HxW, e.g. :func:`boundary_band`
+    of the focus regions): the halo metric, the error near focus borders that a whole-image PSNR
+    dilutes. ``inf`` when identical there; an empty band is an InputError."""
+    fused, truth = validate("BandPSNR", 1, fused=fused, truth=truth)
+    band = np.asarray(band, bool)
+    if band.shape != fused.shape:
+        raise InputError(f"BandPSNR: the band is {band.shape}, the images {fused.shape}: make it for their size")
+    if not band.any():
+        raise InputError("BandPSNR: the band is empty (no border between focus regions)")
+    mse = float(np.mean(np.square(fused[band] - truth[band])))
     if mse == 0.0:
         return float("inf")
     return float(10.0 * np.log10(PEAK * PEAK / mse))
