@@ -28,6 +28,7 @@ import numpy as np
 from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.lazy import require
+from mfif.progress import Progress
 from mfif.runtime.video import CODECS as VIDEO_OUTPUT_CODECS
 from mfif.runtime.video import VIDEO_CODECS
 from mfif.runtime.align import DEFAULT_MODEL as DEFAULT_ALIGN_MODEL
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = pair_jobs(args) if folder_of_pairs else 1
     if not args.memory_limit > 0:
         raise ConfigError(f"--memory-limit must be a number of GiB > 0, not {args.memory_limit}")
-    fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=1 if jobs > 1 else args.threads),
+    fuser = Fuser(load_backend(args.model, args.backend, args.device, threads=backend_threads(args, jobs)),
                   align=align, align_model=args.align_model, memory_limit=args.memory_limit * 2**30 / jobs,
                   max_pixels=args.max_pixels)
     if not args.video:
@@ -345,34 +346,31 @@ def pair_jobs(args) -> int:
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, not {args.jobs}")
         return args.jobs
-    from mfif.runtime.backends import backend_name
-
-    if args.threads is not None or backend_name(args.model, args.backend) != "onnxruntime" or \
-            parse_device(args.device).kind == "cuda":
+    if args.threads is not None or _backend(args) != "onnxruntime" or parse_device(args.device).kind == "cuda":
         return 1
     from mfif.runtime.backends.onnxruntime import physical_cores
 
     return physical_cores()
 
 
-class _Progress:
-    """A tqdm progress bar when stderr is a terminal; in logs and pipes no bar (and no tqdm import,
-    which is a tenth of a short run's start-up)."""
+def backend_threads(args, jobs: int) -> int | None:
+    """The CPU thread count the backend gets: only ONNX Runtime takes one (--threads, or 1 per
+    worker when ``jobs`` > 1); None, the backend's own choice, for torch and TensorRT. --threads
+    with those is a ConfigError."""
+    name = _backend(args)
+    if name != "onnxruntime":
+        if args.threads is not None:
+            raise ConfigError(f"--threads sets ONNX Runtime's CPU threads; {args.model or 'the default model'} runs on "
+                              f"{name}, which takes no thread count: leave out --threads")
+        return None
+    return 1 if jobs > 1 else args.threads
 
-    def __init__(self, iterable, **options):
-        self.iterable = iterable
-        self.bar = require("tqdm", extra="cpu", purpose="progress bars").tqdm(iterable, **options) \
-            if sys.stderr.isatty() else None
 
-    def __iter__(self):
-        return iter(self.iterable if self.bar is None else self.bar)
+def _backend(args) -> str:
+    """The backend that will run the model: 'onnxruntime', 'torch' or 'tensorrt'."""
+    from mfif.runtime.backends import backend_name, resolve_model
 
-    def note(self, message: str) -> None:
-        """Print a message to stderr without breaking the bar."""
-        if self.bar is None:
-            print(message, file=sys.stderr)
-        else:
-            self.bar.write(message, file=sys.stderr)
+    return backend_name(resolve_model(args.model, args.backend), args.backend)
 
 
 def largest_first(pairs: list) -> list:
@@ -431,7 +429,7 @@ def _pairs(fuser, args, jobs: int) -> int:
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mfif-fuse")
     try:
         futures = {pool.submit(process, pair): pair for pair in largest_first(pairs)}
-        progress = _Progress(as_completed(futures), total=len(pairs), unit="pair", desc="fusing")
+        progress = Progress(as_completed(futures), total=len(pairs), unit="pair", desc="fusing")
         for future in progress:
             try:
                 future.result()
@@ -524,7 +522,7 @@ def _video(fuser, args) -> int:
                 if sink is not None:
                     sink.fps = args.input_rate or stream.source_fps or sink.fps
             total = min(stream.frame_count, args.max_frames or stream.frame_count) if stream.frame_count else args.max_frames
-            for fused in _Progress(stream, total=total, unit="frame", desc="fusing"):
+            for fused in Progress(stream, total=total, unit="frame", desc="fusing"):
                 fused, weights = fused if weights_output is not None else (fused, None)
                 if args.crop:  # the area of the first frame set, so that every frame has one size
                     area = area or fuser.alignment.common_area()

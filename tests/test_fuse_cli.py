@@ -269,6 +269,26 @@ def test_another_model_and_backend(tmp_path, capsys):
     assert "gives no weight map" in capsys.readouterr().err
 
 
+def test_a_folder_of_pairs_with_a_checkpoint_on_torch(tmp_path, capsys):
+    """Only ONNX Runtime takes a thread count: a folder run on torch (several --jobs workers or
+    one) gets none, and --threads there is an error that says so (issue 16)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    pairs = tmp_path / "pairs"
+    for name, size in (("one", (40, 48)), ("two", (32, 40))):
+        a, b, _ = demo_frames(*size)
+        write_image(pairs / f"{name}_A.png", a)
+        write_image(pairs / f"{name}_B.png", b)
+    checkpoint = str(REPO / "train/weights/focusmap.safetensors")
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "two_jobs"), "--model", checkpoint, "--jobs", "2"]) == 0
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "one_job"), "--model", checkpoint]) == 0
+    assert "on torch" in capsys.readouterr().out
+    for name in ("one", "two"):
+        assert np.array_equal(read_image(tmp_path / f"two_jobs/{name}.png"), read_image(tmp_path / f"one_job/{name}.png"))
+    assert main(["fuse", str(pairs), "-o", str(tmp_path / "x"), "--model", checkpoint, "--threads", "2"]) == 2
+    assert "--threads sets ONNX Runtime's CPU threads" in capsys.readouterr().err
+
+
 @pytest.mark.filterwarnings("ignore:Specified provider")
 @pytest.mark.parametrize("argv, message", [
     ([], "give one of: images"),

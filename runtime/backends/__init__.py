@@ -97,14 +97,22 @@ def jetson_default_model() -> Path | None:
         f"ONNX Runtime is not installed: {mfif_platform.JETSON_ONNXRUNTIME})")
 
 
+def resolve_model(model: str | Path | None, backend: str = "auto") -> str | Path | None:
+    """The model file :func:`load_backend` loads: ``model`` itself, or for the default model (None)
+    on a Jetson its built engine (:func:`jetson_default_model`). ``backend_name(resolve_model(m, b),
+    b)`` names the backend that will run it."""
+    if model is None and backend == "auto" and mfif_platform.is_jetson():
+        return jetson_default_model()
+    return model
+
+
 def load_backend(model: str | Path | None = None, backend: str = "auto", device: str = "auto", **options) -> Backend:
     """Load ``model`` (None: the shipped default) into the backend ``backend`` names ('auto': by
     file suffix) on ``device``. ``options`` go to the backend class (``threads``, ``providers``,
     ``profile``, ...); those with value None are left out (the backend's defaults), and one the
     class does not take is a ConfigError that names it. On a Jetson the default model runs from
     its TensorRT engine when one is built (:func:`jetson_default_model`)."""
-    if model is None and backend == "auto" and mfif_platform.is_jetson():
-        model = jetson_default_model()
+    model = resolve_model(model, backend)
     name = backend_name(model, backend)
     options = {key: value for key, value in options.items() if value is not None}
     cls = backend_class(name)
