@@ -611,7 +611,8 @@ class Warper:
         self._luts: list[np.ndarray | None] = [None] * count
         self._float_photometric: list[tuple | None] = [None] * count
         coverage = None
-        columns, rows = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+        columns = np.arange(width, dtype=np.float32)[None, :]   # broadcast against rows: no meshgrid
+        rows = np.arange(height, dtype=np.float32)[:, None]
         for k, source in enumerate(rig.sources):
             if k == rig.reference:
                 continue
@@ -622,10 +623,13 @@ class Warper:
                                               np.array(source.offset, np.float32) / np.float32(255.0))
             if source.geometric_identity:
                 continue
-            m = source.matrix
-            depth = m[2, 0] * columns + m[2, 1] * rows + m[2, 2]
-            map_x = ((m[0, 0] * columns + m[0, 1] * rows + m[0, 2]) / depth).astype(np.float32)
-            map_y = ((m[1, 0] * columns + m[1, 1] * rows + m[1, 2]) / depth).astype(np.float32)
+            m = (source.matrix / source.matrix[2, 2]).astype(np.float32)
+            map_x = (m[0, 0] * columns + m[0, 2]) + m[0, 1] * rows
+            map_y = (m[1, 0] * columns + m[1, 2]) + m[1, 1] * rows
+            if m[2, 0] or m[2, 1]:  # a homography
+                depth = (m[2, 0] * columns + 1.0) + m[2, 1] * rows
+                map_x /= depth
+                map_y /= depth
             tolerance = 1e-3
             inside = ((map_x >= -tolerance) & (map_x <= width - 1 + tolerance) &
                       (map_y >= -tolerance) & (map_y <= height - 1 + tolerance))
