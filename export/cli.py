@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="FP32 .onnx file to write")
     parser.add_argument("--fp16", type=Path, metavar="PATH",
                         help="also write the FP16 variant (float32 inputs and outputs)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 to 11)")
+    parser.add_argument("--opset", type=int, default=17,
+                        help="ONNX opset (default 17: every TensorRT mfif build supports, 10.x and 11.x)")
     parser.add_argument("--sources", type=int, help="fix K, the number of sources, for nets that take any K >= 2 "
                                                        "(default: K stays dynamic)")
     parser.add_argument("--channels", type=int, choices=(1, 3), help="fix C for nets that take any channel count "

@@ -1,8 +1,8 @@
 """Export a fusion net to one self-contained ONNX file with dynamic height and width.
 
 Choices (see docs/export.md):
-- Opset 17: the newest opset TensorRT 8.6 (JetPack 6.0) parses; TensorRT 10.x (JetPack 6.1/6.2, RTX
-  boxes) and 11.x read it too.
+- Opset 17: TensorRT 10.x (JetPack 6.1/6.2, RTX boxes) and 11.x, the versions mfif build supports,
+  parse it (so does JetPack 6.0's TensorRT 8.6, which mfif does not run).
 - The TorchScript-based exporter (``dynamo=False``). torch 2.13's default dynamo exporter has no
   opset 17 implementations (it emits opset 18 and its down-conversion fails on ReduceMean), while
   the TorchScript exporter gives a clean opset 17 graph with named dynamic axes for these nets.

@@ -3,8 +3,10 @@ newest 11.x, checked against the real Python bindings without a GPU (issue 14, p
 
 The bindings wheels (about 1.3 MB each) come from PyPI once into a cache folder
 (``$MFIF_TEST_WHEELS`` or ``~/.cache/mfif-test-wheels``); their native libraries (libnvinfer and
-friends, gigabytes, not on PyPI) are replaced by stand-ins that the C compiler builds here,
-exporting the symbols the bindings' extension module needs to load (``nm -D --undefined-only``).
+friends, gigabytes: the x86-64 ``tensorrt-cuXX-libs`` wheels on PyPI download them from NVIDIA's
+own index, which a test machine often cannot reach) are replaced by stand-ins that the C compiler
+builds here, exporting the symbols the bindings' extension module needs to load
+(``nm -D --undefined-only``).
 Nothing is run through them: the bindings are imported and inspected, which is all the check
 needs. Then tensorrt_api_probe.py compares every TensorRT name the project's source uses (found
 with ``ast``) with what each version offers. Skips with the reason when offline or without a C
