@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or <name>_1.*, <name>_2.*")
     parser.add_argument("--methods", default=None,
                         help="comma-separated: average, lp, dwt, gff, decision (or 'baselines'), enfuse, focusmap, "
-                             "model:<file.onnx> (default: the baselines and enfuse when installed)")
+                             "model:<file> (a .onnx, .engine/.plan or .safetensors model) (default: the baselines "
+                             "and enfuse when installed)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: QMI,QNCIE,QG,QP,QE,QY,QCB,QCV and PSNR,SSIM "
                              "where there is ground truth, BandPSNR (PSNR within 10 px of the focus-region "
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="regenerate Xu et al. 2018 Tables 1-3 (clock, pepsi, cameraman of the classic set) "
                              "for DWT, LP, GFF and the --methods")
     parser.add_argument("--list-methods", action="store_true", help="list the method names and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (there is none when stderr is not a terminal: one line per set instead)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nscored {report.computed}, skipped (already scored) {report.skipped}, failed {len(report.failures)}")
     if report.missing_metrics:
         print("metrics not computed (module missing): " + ", ".join(report.missing_metrics))
-    print(tables.format_summary(report.summary, report.metrics))
+    print(tables.format_summary(report.summary, report.metrics, report.method_summary))
     for path in report.files:
         print(f"wrote {path}")
     return 0

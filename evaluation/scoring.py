@@ -3,8 +3,9 @@ from a folder of existing results), the metrics of each, and their means per set
 writes files; :mod:`evaluation.tables` does.
 
 A pair that fails (unreadable file, sizes that differ, a method error, a metric that is not finite)
-gets a row with status ``failed: <reason>``; it is left out of every mean of its set (so all
-methods are averaged over the same pairs) and counted in the ``failed``/``excluded`` columns.
+gets a row with status ``failed: <reason>``; it is left out of the common means of its set (so all
+methods are averaged over the same pairs) and counted in the ``failed``/``excluded`` columns. The
+per-method means (``summarize(..., common=False)``) average each method over the pairs it scored.
 """
 
 from __future__ import annotations
@@ -139,10 +140,12 @@ def find_results(folder: str | Path, items: list[Item], prefix: str = "",
 
 class Computed:
     """A method's fused image of an item and its fusion time in ms; the first call is a warm-up
-    (model load, caches) that is not timed."""
+    (model load, caches) that is not timed. ``model_sha256``: of the model file the method runs
+    ('' for the others), recorded with its rows so that a replaced model is scored again."""
 
     def __init__(self, method) -> None:
         self.method, self.warm = method, False
+        self.model_sha256 = method.model_sha256
 
     def __call__(self, item: Item, frames: list[np.ndarray]) -> tuple[np.ndarray, float]:
         if not self.warm:
@@ -155,6 +158,8 @@ class Computed:
 
 class Stored:
     """The fused image of an item from a results folder (no time)."""
+
+    model_sha256 = ""
 
     def __init__(self, result: ResultsMethod) -> None:
         self.result = result
@@ -220,10 +225,11 @@ def score(frames: list[np.ndarray], fused: np.ndarray, truth: np.ndarray | None,
     return values
 
 
-def is_scored(row: dict | None, metrics: list[str], has_truth: bool, has_band: bool = False) -> bool:
+def is_scored(row: dict | None, metrics: list[str], has_truth: bool, has_band: bool = False,
+              model_sha256: str = "") -> bool:
     """Whether an earlier row already holds every asked metric (ground-truth ones only with truth,
-    BandPSNR only with truth and a band)."""
-    if row is None or row.get("status") != "ok":
+    BandPSNR only with truth and a band), scored with the same model file (``model_sha256``)."""
+    if row is None or row.get("status") != "ok" or (row.get("model_sha256") or "") != model_sha256:
         return False
     needed = [m for m in metrics
               if (has_truth or m not in TRUTH_NAMES) and (has_truth and has_band or m not in BAND_NAMES)]
@@ -250,7 +256,8 @@ def score_pair(item: Item, producers: list[tuple[str, Computed | Stored]], metri
     """Score ``item`` with each (label, producer) whose ``earlier`` row lacks a metric."""
     key = (item.set, item.name)
     # Ground-truth metrics count only where there is truth, known once the pair is read.
-    todo = [label for label, _ in producers if not is_scored(earlier.get((*key, label)), metrics, True, True)]
+    todo = [label for label, produce in producers
+            if not is_scored(earlier.get((*key, label)), metrics, True, True, produce.model_sha256)]
     if not todo and not with_images:
         return PairScores({}, len(producers), {}, None)
     try:
@@ -259,8 +266,8 @@ def score_pair(item: Item, producers: list[tuple[str, Computed | Stored]], metri
     except Exception as exc:  # noqa: BLE001  unreadable or mismatched: recorded, counted
         return PairScores({(*key, label): failed_row(key, label, exc) for label in todo},
                           len(producers) - len(todo), {}, None)
-    todo = [label for label, _ in producers
-            if not is_scored(earlier.get((*key, label)), metrics, truth is not None, band is not None)]
+    todo = [label for label, produce in producers if not is_scored(
+        earlier.get((*key, label)), metrics, truth is not None, band is not None, produce.model_sha256)]
     rows, fused_images = {}, {}
     images = {"A": frames[0], "B": frames[1], **({"truth": truth} if truth is not None else {})} if with_images else None
     for label, produce in producers:
@@ -277,7 +284,7 @@ def score_pair(item: Item, producers: list[tuple[str, Computed | Stored]], metri
         else:
             rows[(*key, label)] = {"set": item.set, "pair": item.name, "method": label, "status": "ok",
                                    "time_ms": "" if elapsed is None else f"{elapsed:.2f}",
-                                   **{k: repr(v) for k, v in values.items()}}
+                                   **{k: repr(v) for k, v in values.items()}, "model_sha256": produce.model_sha256}
             fused_images[label] = fused
         if with_images:
             images[label] = fused
@@ -302,25 +309,33 @@ def _image_or_none(function):
 # ---------------------------------------------------------------------------------------------
 # Means
 
-def summarize(rows: dict, items: list[Item], labels: list[str], metrics: list[str]) -> list[dict]:
-    """Mean of every metric and of the time per set and method, over the pairs of the set that
-    every method scored ('pairs'); 'failed' counts this method's failures, 'excluded' the pairs
-    left out because some method failed on them. With several sets, a pooled 'all' row too."""
+def summarize(rows: dict, items: list[Item], labels: list[str], metrics: list[str], common: bool = True) -> list[dict]:
+    """Mean of every metric and of the time per set and method. ``common`` (the main table): over
+    the pairs of the set that every method scored ('pairs'); 'failed' counts this method's
+    failures, 'excluded' the pairs left out because some method failed on them. Otherwise each
+    method over the pairs it scored itself ('pairs', 'failed'; no 'excluded'), so that one broken
+    method hides none of the others. With several sets, a pooled 'all' row too."""
     sets: dict[str, list[str]] = {}
     for item in items:
         sets.setdefault(item.set, []).append(item.name)
     groups = list(sets.items())
     if len(sets) > 1:
         groups.append(("all", [(s, n) for s, names in sets.items() for n in names]))
+
+    def scored(key, label) -> bool:
+        return rows.get((*key, label), {}).get("status") == "ok"
+
     summary = []
     for set_name, names in groups:
         keys = [(set_name, n) if isinstance(n, str) else n for n in names]
-        common = [k for k in keys if all(rows.get((*k, m), {}).get("status") == "ok" for m in labels)]
+        shared = [k for k in keys if all(scored(k, m) for m in labels)]
         for label in labels:
-            used = [rows[(*k, label)] for k in common]
-            entry = {"set": set_name, "method": label, "pairs": len(common),
-                     "failed": sum(rows.get((*k, label), {}).get("status") != "ok" for k in keys),
-                     "excluded": len(keys) - len(common)}
+            mean_over = shared if common else [k for k in keys if scored(k, label)]
+            used = [rows[(*k, label)] for k in mean_over]
+            entry = {"set": set_name, "method": label, "pairs": len(mean_over),
+                     "failed": sum(not scored(k, label) for k in keys)}
+            if common:
+                entry["excluded"] = len(keys) - len(shared)
             times = [float(r["time_ms"]) for r in used if r.get("time_ms") not in (None, "")]
             entry["time_ms"] = float(np.mean(times)) if times else None
             for metric in metrics:

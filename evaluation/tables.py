@@ -5,14 +5,17 @@ table printed at the end. The numbers come from :mod:`evaluation.scoring`."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from mfif.errors import DataError
+from mfif.files import atomic_path, write_bytes_atomic
 
 BASE_COLUMNS = ("set", "pair", "method", "status", "time_ms")
+# What a per-pair row was scored with (not a metric): the sha256 of the model file the method ran,
+# which a resumed run compares. Last in the CSV, not in the Markdown tables.
+IDENTITY_COLUMNS = ("model_sha256",)
 # Columns where no "best" is marked: they reward noise and halos (see docs/metrics.md).
 UNRANKED = frozenset({"EN", "SF", "AG", "SD"})
 # The seed paper's columns (Xu et al. 2018, Tables 1-3) and the metrics that give them.
@@ -36,23 +39,26 @@ def read_rows(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    partial = path.with_suffix(".csv.partial")
-    with partial.open("w", newline="") as handle:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, path)
     return path
 
 
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode())
+
+
 def columns(rows: dict, metrics: list[str]) -> list[str]:
-    """The per-pair columns: the base ones, the asked metrics, then any others the rows hold."""
+    """The per-pair columns: the base ones, the asked metrics, any others the rows hold, then the
+    identity columns."""
     present = list(metrics)
     for row in rows.values():
         for key in row:
-            if key not in BASE_COLUMNS and key not in present:
+            if key not in BASE_COLUMNS and key not in IDENTITY_COLUMNS and key not in present:
                 present.append(key)
-    return [*BASE_COLUMNS, *present]
+    return [*BASE_COLUMNS, *present, *IDENTITY_COLUMNS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,16 +108,22 @@ def metric_header(metric: str) -> str:
 
 
 def write_tables(out: Path, rows: dict, summary: list[dict], order: list[tuple[str, str]], labels: list[str],
-                 metrics: list[str], missing: dict[str, str], failures) -> list[Path]:
-    """``means.csv``, ``means.md`` and ``per_pair.md`` in ``out``; ``order`` lists the (set, pair)
-    keys of the run, ``failures`` its (set, pair, method, status) of failed rows."""
-    metric_columns = [c for c in columns(rows, metrics) if c not in BASE_COLUMNS]
+                 metrics: list[str], missing: dict[str, str], failures,
+                 method_summary: list[dict] = ()) -> list[Path]:
+    """``means.csv``, ``means.md``, ``means_by_method.csv`` and ``per_pair.md`` in ``out``;
+    ``summary`` holds the means over the pairs every method scored, ``method_summary`` each
+    method's over the pairs it scored; ``order`` lists the (set, pair) keys of the run,
+    ``failures`` its (set, pair, method, status) of failed rows."""
+    metric_columns = [c for c in columns(rows, metrics) if c not in BASE_COLUMNS and c not in IDENTITY_COLUMNS]
     mean_columns = ["set", "method", "pairs", "failed", "excluded", *metrics, "time_ms"]
     write_csv(out / "means.csv", [{k: ("" if v is None else v) for k, v in e.items()} for e in summary],
               mean_columns)
+    write_csv(out / "means_by_method.csv", [{k: ("" if v is None else v) for k, v in e.items()}
+                                            for e in method_summary], [c for c in mean_columns if c != "excluded"])
     lines = ["# Fusion quality: means per set", ""]
     lines.append("Means over the pairs of a set that every method scored (`pairs`); `failed`: pairs this "
-                 "method failed on, `excluded`: pairs left out of the means because some method failed. "
+                 "method failed on, `excluded`: pairs left out of the means because some method failed. Where "
+                 "pairs were excluded, a second table gives each method's means over the pairs it scored. "
                  "Time: fusion only, ms per pair. Best value per metric in bold (EN, SF, AG, SD unranked).")
     if missing:
         lines += ["", "Metrics not computed (module missing): " + ", ".join(
@@ -122,17 +134,22 @@ def write_tables(out: Path, rows: dict, summary: list[dict], order: list[tuple[s
         lines += ["", f"## {set_name}", "", markdown_table(
             entries, ["method", "pairs", "failed", "excluded", *shown, "time_ms"],
             ["method", "pairs", "failed", "excluded", *map(metric_header, shown), "ms/pair"], bold=shown)]
+        own = [e for e in method_summary if e["set"] == set_name]
+        if own and entries[0]["excluded"]:
+            shown = [m for m in metrics if any(e.get(m) is not None for e in own)]
+            lines += ["", f"Each method over the pairs it scored ({set_name}; the methods' pairs differ, so compare "
+                          "with care):", "", markdown_table(
+                own, ["method", "pairs", "failed", *shown, "time_ms"],
+                ["method", "pairs", "failed", *map(metric_header, shown), "ms/pair"])]
     if failures:
         lines += ["", "## Failed", ""] + [f"- {s}/{p} {m}: {status}" for s, p, m, status in failures]
-    means_md = out / "means.md"
-    means_md.write_text("\n".join(lines) + "\n")
+    means_md = write_text(out / "means.md", "\n".join(lines) + "\n")
     position = {key: n for n, key in enumerate(order)}
     listed = sorted((r for k, r in rows.items() if k[:2] in position and k[2] in labels),
                     key=lambda r: (position[(r["set"], r["pair"])], labels.index(r["method"])))
-    per_pair_md = out / "per_pair.md"
-    per_pair_md.write_text("# Fusion quality per pair\n\n" + markdown_table(
+    per_pair_md = write_text(out / "per_pair.md", "# Fusion quality per pair\n\n" + markdown_table(
         listed, ["set", "pair", "method", "status", *metric_columns, "time_ms"]) + "\n")
-    return [out / "means.csv", means_md, per_pair_md]
+    return [out / "means.csv", means_md, out / "means_by_method.csv", per_pair_md]
 
 
 def paper_tables(rows: dict, labels: list[str], out: Path) -> list[Path]:
@@ -166,26 +183,33 @@ def paper_tables(rows: dict, labels: list[str], out: Path) -> list[Path]:
         lines += [f"## {table}: {pair}", "",
                   markdown_table(ranked, ["method", *PAPER_COLUMNS]) if ranked else "(pair not found or failed)", ""]
     paths = [out / "paper_tables.md", out / "paper_tables.csv"]
-    paths[0].write_text("\n".join(lines))
+    write_text(paths[0], "\n".join(lines))
     write_csv(paths[1], records, ["table", "pair", "method", *PAPER_COLUMNS])
     return paths
 
 
-def format_summary(summary: list[dict], metrics: list[str]) -> str:
+def format_summary(summary: list[dict], metrics: list[str], method_summary: list[dict] = ()) -> str:
     """The means per set as a short text table (ranked metrics only: at most ten, then the
-    ground-truth ones)."""
+    ground-truth ones); where some pairs were excluded, each method's means over the pairs it
+    scored below it."""
     from mfif.evaluation.scoring import BAND_NAMES, TRUTH_NAMES
 
     ranked = [m for m in metrics if m not in UNRANKED]
     shown = ranked[:10] + [m for m in ranked[10:] if m in (*TRUTH_NAMES, *BAND_NAMES)]
+    header = f"{'method':<14}" + "".join(f"{m:>9}" for m in shown) + f"{'ms':>9}"
     lines = []
     for set_name in dict.fromkeys(e["set"] for e in summary):
         entries = [e for e in summary if e["set"] == set_name]
-        lines += ["", f"{set_name} ({entries[0]['pairs']} pairs, {entries[0]['excluded']} excluded)",
-                  f"{'method':<14}" + "".join(f"{m:>9}" for m in shown) + f"{'ms':>9}"]
+        lines += ["", f"{set_name} ({entries[0]['pairs']} pairs, {entries[0]['excluded']} excluded)", header]
         for e in entries:
             cells = "".join(f"{_fmt(e.get(m)):>9}" for m in shown)
             lines.append(f"{e['method']:<14}{cells}{_fmt(e['time_ms'], 1):>9}")
+        own = [e for e in method_summary if e["set"] == set_name]
+        if own and entries[0]["excluded"]:
+            lines += [f"{set_name}, each method over the pairs it scored:", header + f"{'pairs':>7}"]
+            for e in own:
+                cells = "".join(f"{_fmt(e.get(m)):>9}" for m in shown)
+                lines.append(f"{e['method']:<14}{cells}{_fmt(e['time_ms'], 1):>9}{e['pairs']:>7}")
     return "\n".join(lines)
 
 

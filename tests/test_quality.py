@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -261,3 +263,92 @@ def test_band_psnr_on_synthetic_pairs_only(pairs, tmp_path):
     assert means[("synthetic", "decision")]["BandPSNR"] > means[("synthetic", "average")]["BandPSNR"]
     again = evaluate(items, get_methods("average,decision"), tmp_path / "out", ["PSNR", "BandPSNR"], progress=False)
     assert again.skipped == 6      # resumed: every row complete, the folder pair without a band too
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation that cannot mislead (issue 16)
+
+def test_a_method_whose_package_is_missing_fails_before_the_first_pair(pairs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pywt", None)  # PyWavelets not installed
+    out = tmp_path / "out"
+    assert main(["evaluate", str(pairs), "--methods", "average,dwt", "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "'pywt' is not installed" in error and "PyWavelets" in error and "mfif[eval]" in error
+    assert not (out / "per_pair.csv").exists()
+
+
+def test_per_method_means_beside_the_common_pairs(pairs, tmp_path):
+    """A method failing on every pair empties the common-pairs table; each method's own means
+    still show, in means.md, means_by_method.csv and the printed summary."""
+    broken = Method("broken", "broken", lambda frames: np.full(frames[0].shape, np.nan, np.float32))
+    out = tmp_path / "out"
+    report = evaluate(folder_items([pairs]), [*get_methods("average,gff"), broken], out, METRICS, progress=False)
+    assert all(e["pairs"] == 0 and e["QG"] is None for e in report.summary)
+    own = {e["method"]: e for e in report.method_summary}
+    assert own["average"]["pairs"] == own["gff"]["pairs"] == 3 and own["broken"]["pairs"] == 0
+    assert own["gff"]["failed"] == 2 and own["broken"]["failed"] == 5 and "excluded" not in own["gff"]
+    ok = [r for k, r in report.rows.items() if k[2] == "gff" and r["status"] == "ok"]
+    assert own["gff"]["QG"] == pytest.approx(np.mean([float(r["QG"]) for r in ok]))
+    by_method = {r["method"]: r for r in read_csv(out / "means_by_method.csv")}
+    assert by_method["gff"]["pairs"] == "3" and float(by_method["gff"]["QG"]) == pytest.approx(own["gff"]["QG"])
+    assert "Each method over the pairs it scored" in (out / "means.md").read_text()
+    from mfif.evaluation.tables import format_summary
+
+    printed = format_summary(report.summary, report.metrics, report.method_summary)
+    assert "each method over the pairs it scored" in printed
+    assert f"{own['gff']['QG']:.4f}" in printed
+    # Nothing excluded: one table only.
+    clean = evaluate([i for i in folder_items([pairs]) if i.name.startswith("p")], get_methods("average"),
+                     tmp_path / "clean", METRICS, progress=False)
+    assert "Each method" not in (tmp_path / "clean" / "means.md").read_text()
+    assert "each method" not in format_summary(clean.summary, clean.metrics, clean.method_summary)
+
+
+def test_resume_is_keyed_on_the_model_files_sha256(pairs, tmp_path):
+    from mfif.hashing import sha256_file
+    from mfif.runtime.backends import MODELS_DIR
+
+    items = [i for i in folder_items([pairs]) if i.name.startswith("p")]
+    model, out = tmp_path / "cand.onnx", tmp_path / "out"
+    shutil.copyfile(MODELS_DIR / "focusmap.onnx", model)
+    first = evaluate(items, get_methods(f"average,model:{model}"), out, METRICS, progress=False)
+    assert first.computed == 6
+    assert {r["model_sha256"] for k, r in first.rows.items() if k[2] == "cand"} == {sha256_file(model)}
+    assert evaluate(items, get_methods(f"average,model:{model}"), out, METRICS, progress=False).skipped == 6
+    shutil.copyfile(MODELS_DIR / "focusmap_fp16.onnx", model)  # another model under the same name
+    again = evaluate(items, get_methods(f"average,model:{model}"), out, METRICS, progress=False)
+    assert again.skipped == 3 and again.computed == 3          # the baseline kept, the model scored again
+    rows = read_csv(out / "per_pair.csv")
+    assert {r["model_sha256"] for r in rows if r["method"] == "cand"} == {sha256_file(model)}
+    assert {r["model_sha256"] for r in rows if r["method"] == "average"} == {""}
+    assert "model_sha256" not in (out / "per_pair.md").read_text()
+
+
+def test_model_methods_take_every_file_the_fuser_runs(pairs, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    from mfif.errors import ModelFileError
+    from mfif.evaluation.methods import get_method
+    from mfif.runtime.backends import MODELS_DIR
+
+    checkpoint = MODELS_DIR.parent.parent / "train" / "weights" / "focusmap.safetensors"
+    items = [i for i in folder_items([pairs]) if i.name == "p0"]
+    report = evaluate(items, get_methods(f"model:{checkpoint}"), tmp_path / "out", METRICS, progress=False)
+    assert report.labels == ["model-focusmap"] and report.rows[("pairs", "p0", "model-focusmap")]["status"] == "ok"
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    with pytest.raises(ModelFileError, match="mfif build"):   # the TensorRT loader's own check
+        get_method(f"model:{engine}")
+    with pytest.raises(ConfigError, match=r"\.onnx, \.safetensors, \.engine, \.plan"):
+        get_method(f"model:{tmp_path / 'm.pt'}")
+
+
+def test_quiet_and_piped_runs_need_no_tqdm(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm not installed
+    argv = ["evaluate", "--synthetic", "2", "--synthetic-size", "40x52", "--methods", "average", "--metrics", "PSNR",
+            "--grid", "0"]
+    assert main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--out", str(tmp_path / "piped")]) == 0   # stderr is no terminal here: a line per set
+    error = capsys.readouterr().err
+    assert "evaluate: set synthetic done (2 of 2 pairs" in error and "\r" not in error
