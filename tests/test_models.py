@@ -78,6 +78,41 @@ def test_focusmap_is_symmetric_in_its_inputs():
     torch.testing.assert_close(weights[:, [2, 0, 1]], weights_swapped, atol=1e-5, rtol=0)
 
 
+def test_focusmap_temperature_and_bilinear_weights():
+    """``temperature`` T divides the scores before the softmax (T = 1 adds nothing, so older
+    checkpoints load unchanged); ``guide_radius`` 0 brings the weights up bilinearly (what the guided
+    filter reduces to at radius 0), still summing to 1."""
+    sources = torch.rand(1, 2, 3, 64, 96)
+    sharp = small("focusmap", {"scale": 4, "temperature": 0.1})
+    plain = small("focusmap", {"scale": 4})
+    plain.load_state_dict(sharp.state_dict())
+    with torch.no_grad():
+        plain.head.weight /= 0.1
+        plain.head.bias /= 0.1
+        torch.testing.assert_close(sharp(sources), plain(sources), atol=1e-5, rtol=0)
+    assert small("focusmap", {}).config["temperature"] == 1.0
+    bilinear = small("focusmap", {"scale": 4, "guide_radius": 0})
+    radius_tiny_eps = small("focusmap", {"scale": 4, "guide_radius": 0, "guide_eps": 1.0})
+    with torch.no_grad():
+        fused, weights = bilinear(sources, return_weights=True)
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones(1, 64, 96), atol=1e-5, rtol=0)
+        torch.testing.assert_close(fused, radius_tiny_eps(sources), atol=1e-6, rtol=0)   # eps unused
+        low = torch.softmax(bilinear.scores(*_low_inputs(sources, 4)), dim=1)
+        expected = torch.nn.functional.interpolate(low, size=(64, 96), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(weights, expected, atol=1e-6, rtol=0)
+    for bad in ({"temperature": 0}, {"guide_radius": -1}):
+        with pytest.raises(ConfigError):
+            build_model("focusmap", **bad)
+
+
+def _low_inputs(sources, scale):
+    from mfif.train.models.focusmap import box_filter
+
+    grey = sources.mean(dim=2)
+    detail = (grey - box_filter(grey, 1)).abs()
+    return (torch.nn.functional.avg_pool2d(grey, scale), torch.nn.functional.avg_pool2d(detail, scale))
+
+
 def test_cost_figures():
     for name in MODELS:
         model = build_model(name)

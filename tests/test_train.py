@@ -21,7 +21,7 @@ from mfif.cli import main as mfif_main  # noqa: E402
 from mfif.errors import ConfigError, DataError, ModelFileError  # noqa: E402
 from mfif.scenes import scene  # noqa: E402
 from mfif.train import losses  # noqa: E402
-from mfif.train.checkpoint import load_checkpoint  # noqa: E402
+from mfif.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mfif.train.data import DataWarning, SynthConfig, SyntheticPairs  # noqa: E402
 from mfif.train.models import build_model  # noqa: E402
 from mfif.train.config import TrainConfig  # noqa: E402
@@ -115,6 +115,34 @@ def test_same_seed_same_weights_and_resume_continues_exactly(photo_dir, tmp_path
     train(tiny_config(photo_dir, tmp_path / "d", resume=str(tmp_path / "d" / "last.safetensors")))
     d = _weights(tmp_path / "d" / "last.safetensors")
     assert all(torch.equal(a[k], d[k]) for k in a)
+
+
+def test_init_fine_tunes_from_a_checkpoint_with_its_config_and_overrides(photo_dir, tmp_path):
+    """--init starts from a checkpoint's weights (a shipped file has no training state) with a
+    fresh optimizer; its config holds unless --config says otherwise; the boundary loss trains."""
+    torch.manual_seed(3)
+    start = save_checkpoint(tmp_path / "start.safetensors", build_model("focusmap", features=4, levels=2, scale=2))
+    config = tiny_config(photo_dir, tmp_path / "ft", init=str(start), epochs=1, steps_per_epoch=1, lr=1e-9,
+                         model_config={"scale": 4, "temperature": 0.5, "boundary_weight": 1.0})
+    train(config)
+    tuned = load_checkpoint(tmp_path / "ft" / "last.safetensors")
+    assert tuned.model.config["features"] == 4 and tuned.model.config["levels"] == 2
+    assert tuned.model.config["scale"] == 4 and tuned.model.config["temperature"] == 0.5
+    assert tuned.metadata["train.step"] == "1"
+    before = _weights(start)
+    after = _weights(tmp_path / "ft" / "last.safetensors")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)     # lr 1e-9: one tiny step
+    with pytest.raises(ConfigError, match="holds a focusmap"):
+        train(tiny_config(photo_dir, tmp_path / "o", model="xu2018", init=str(start)))
+
+
+def test_boundary_band_of_focus_regions():
+    focus = torch.zeros(1, 2, 30, 40)
+    focus[:, 0, :, :25] = 1
+    focus[:, 1, :, 25:] = 1
+    band = losses.boundary_band(focus, radius=3)
+    assert band.shape == (1, 1, 30, 40) and band[0, 0, :, 22:28].all() and band.sum() == 30 * 6
+    assert losses.boundary_band(torch.stack([torch.ones(30, 40), torch.zeros(30, 40)])[None]).sum() == 0
 
 
 def test_bad_inputs_give_clear_errors(photo_dir, tmp_path):

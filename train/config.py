@@ -42,6 +42,9 @@ class TrainConfig:
     device: str = _option("auto", DEVICE_HELP)
     workers: int = _option(0, "data loader worker processes")
     resume: str = _option("", "continue from a last.safetensors written by an earlier run")
+    init: str = _option("", "fine-tune: start from the weights of this checkpoint (a shipped or best file) with a fresh "
+                            "optimizer and schedule; its config, then the model's training config and --config, apply",
+                        metavar="CKPT")
     stop_after: int = _option(0, "stop after this many epochs (the schedule still spans all), to --resume later; "
                                  "0: run them all", metavar="EPOCHS")
     synth: dict = _option({}, "synthetic-pair setting, e.g. --synth disk_fraction=0.7 (see mfif.train.data.SynthConfig)")

@@ -169,6 +169,12 @@ def _setup(config: TrainConfig, dist: _Distributed) -> _State:
             raise ModelFileError(f"{config.resume} has no training state (it is a shipped/best checkpoint); "
                                  f"resume from {Path(config.resume).parent / 'last.safetensors'}")
         model = resumed.model.train()
+    elif config.init:
+        start = load_checkpoint(config.init)
+        if start.model.name != config.model:
+            raise ConfigError(f"--init {config.init} holds a {start.model.name} model, not {config.model}")
+        model = build_model(config.model, **{**start.model.config, **config.model_config})
+        model.load_state_dict(start.model.state_dict())
     else:
         model = build_model(config.model, **config.model_config)
     model.to(dist.device)

@@ -78,14 +78,19 @@ class FocusMapConfig:
     features: int = 8           # width of the top level (doubling below it, up to 4x)
     levels: int = 3             # average-pool steps of the scoring net
     scale: int = 1              # scores at 1/scale resolution: the speed/quality knob (weights unchanged)
-    guide_radius: int = 2       # the fast guided filter that brings the weights to full size
+    guide_radius: int = 2       # the fast guided filter that brings the weights to full size (0: bilinear)
     guide_eps: float = 1e-3
+    temperature: float = 1.0    # scores are divided by it before the softmax: < 1 gives sharper weight maps
+    boundary_weight: float = 0.0  # training only: extra loss weight on the band near focus borders (halos)
 
     def __post_init__(self):
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, not {self.scale}")
         if self.features < 1 or self.levels < 1:
             raise ValueError(f"features and levels must be >= 1, not {self.features} and {self.levels}")
+        if self.guide_radius < 0 or not self.temperature > 0:
+            raise ValueError(f"guide_radius must be >= 0 and temperature > 0, not {self.guide_radius} and "
+                             f"{self.temperature}")
 
 
 class FocusMap(FusionNet):
@@ -109,6 +114,7 @@ class FocusMap(FusionNet):
         self.pad_multiple = scale * 2 ** levels
         self.guide_radius = guide_radius
         self.guide_eps = guide_eps
+        self.temperature = config.temperature
         self.levels = levels
         widths = [features * 2 ** min(level, 2) for level in range(levels + 1)]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1), nn.ReLU(inplace=True))
@@ -143,12 +149,17 @@ class FocusMap(FusionNet):
             skip = skips[level]
             x = F.interpolate(self.up[level](x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = self.decoder[level](F.relu(x + self.lateral[level](_with_contrast(skip, batch, count))))
-        return self.head(x).reshape(batch, count, height, width)
+        scores = self.head(x).reshape(batch, count, height, width)
+        # Temperature 1 (the default, and every checkpoint made before it existed) adds no node.
+        return scores if self.temperature == 1 else scores * (1.0 / self.temperature)
 
     def upsample_weights(self, weights: torch.Tensor, guide_low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Fast guided filter: fit weight = a * guide + b locally at low resolution, upsample a and b
-        bilinearly, apply them to the full-resolution guide, renormalize so weights sum to 1."""
+        bilinearly, apply them to the full-resolution guide, renormalize so weights sum to 1. Radius
+        0: plain bilinear upsampling (what the filter reduces to there, a = 0), which keeps the sum 1."""
         r, eps = self.guide_radius, self.guide_eps
+        if r == 0:
+            return F.interpolate(weights, size=guide.shape[-2:], mode="bilinear", align_corners=False)
         mean_i = box_filter(guide_low, r)
         var_i = box_filter(guide_low * guide_low, r) - mean_i * mean_i
         mean_p = box_filter(weights, r)
@@ -165,7 +176,8 @@ class FocusMap(FusionNet):
         """L1 on the image and its gradients against the ground truth, plus the weight maps against
         the synthetic focus regions (train/losses.py)."""
         fused, weights = (net or self)(batch["sources"], return_weights=True)
-        return losses.focusmap_loss(fused, batch["truth"], weights, batch.get("focus"), batch["sources"])
+        return losses.focusmap_loss(fused, batch["truth"], weights, batch.get("focus"), batch["sources"],
+                                    boundary_weight=self.config["boundary_weight"])
 
     def forward(self, sources: torch.Tensor, return_weights: bool = False):
         """sources: (B, K, C, H, W) in [0, 1], K >= 2, any C. Returns the fused (B, C, H, W) and,
