@@ -40,9 +40,10 @@ from mfif.lazy import require
 MODELS = ("translation", "similarity", "affine", "homography")
 DEFAULT_MODEL = "similarity"   # focus breathing and most rigs; chosen by measurement (docs/alignment.md)
 MODES = ("off", "each", "once")
-# Resampling of the warped sources. Bicubic keeps 2 dB more of a sharp source than bilinear but
-# costs 4x as much (9 against 2.2 ms for 640x480 colour on one core): stills and stacks ('each')
-# use it, streams (a rig, 'once') use bilinear to stay within their frame budget.
+# Resampling of the warped sources. Bicubic keeps 2.5 dB more of a sharp source than bilinear in
+# the fused result but costs 4x as much (10.8 against 2.8 ms CPU for a 640x480 colour pair): stills
+# and stacks ('each') use it, streams (a rig, 'once') bilinear, to stay within their frame budget.
+# Measured by python -m mfif.benchmarks.alignment (docs/alignment.md).
 INTERPOLATIONS = {"linear": "INTER_LINEAR", "cubic": "INTER_CUBIC", "lanczos": "INTER_LANCZOS4"}
 RIG_FORMAT = "mfif-rig"
 RIG_VERSION = 1
