@@ -253,7 +253,7 @@ def test_bad_rig_files_say_what_is_wrong(photos, fuser, tmp_path):
                  "-o", str(tmp_path / "f.png")]) == 2
 
 
-def test_a_bracketing_source_gets_one_transform_per_position(photos, tmp_path):
+def test_a_bracketing_source_gets_one_transform_per_position(tmp_path):
     from mfif.scenes import demo_pair
 
     near, far, sharp = demo_pair(240, 320, seed=2)
