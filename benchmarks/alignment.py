@@ -33,7 +33,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ import numpy as np
 from mfif.errors import DataError
 from mfif.lazy import require
 from mfif.paths import shared_data_dir
+from mfif import scenes
 
 SECTIONS = ("accuracy", "speed", "parallax", "registered", "folder", "stream", "stack")
 
@@ -86,22 +86,6 @@ def random_misalignment(rng: np.random.Generator, width: int, height: int) -> np
     return similarity(rng.uniform(1.0, 1.05), rng.uniform(-1.0, 1.0), tuple(rng.uniform(-10, 10, 2)), width, height)
 
 
-def _disk_kernel(radius: float) -> np.ndarray:
-    size = 2 * math.ceil(radius) + 1
-    fine = (np.arange(size * 4) + 0.5) / 4 - size / 2
-    inside = (fine[None, :] ** 2 + fine[:, None] ** 2 <= radius ** 2).astype(np.float32)
-    kernel = inside.reshape(size, 4, size, 4).mean(axis=(1, 3))
-    return kernel / kernel.sum()
-
-
-def defocus(image: np.ndarray, kind: str, size: float) -> np.ndarray:
-    """Gaussian blur of std ``size`` or disk blur (a lens's defocus) of radius ``size``, float32."""
-    cv2 = _cv2()
-    if kind == "gaussian":
-        return cv2.GaussianBlur(image, (0, 0), size, borderType=cv2.BORDER_REFLECT)
-    return cv2.filter2D(image, -1, _disk_kernel(size), borderType=cv2.BORDER_REFLECT)
-
-
 def camera_view(image: np.ndarray, matrix: np.ndarray, width: int, height: int, margin: int) -> np.ndarray:
     """What a camera sees of ``image`` (float32): the width x height view whose pixel p shows the
     point ``margin + matrix^-1 p`` of the image, sampled as a sensor does (cubic on a 2x finer grid,
@@ -130,7 +114,7 @@ def misaligned_pair(photo: np.ndarray, seed=0, matrix: np.ndarray | None = None,
                        interpolation=cv2.INTER_CUBIC)
     near = cv2.GaussianBlur((field > np.median(field)).astype(np.float32), (0, 0), 2.0)[..., None]
     kind, size = blur or (("gaussian", "disk")[int(rng.integers(2))], float(rng.uniform(2.0, 5.0)))
-    blurred = defocus(sharp, kind, size)
+    blurred = scenes.blur(sharp, kind, size)
     a_full = near * sharp + (1 - near) * blurred
     b_full = (1 - near) * sharp + near * blurred
     if matrix is None:
@@ -159,7 +143,7 @@ def parallax_pair(photo: np.ndarray, seed=0, near_shift: float = 6.0, far_shift:
     cx, cy, radius = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.35, 0.65), min(h, w) * 0.25
     near = cv2.GaussianBlur((((cols - cx) ** 2 + (rows - cy) ** 2) < radius ** 2).astype(np.float32), (0, 0), 1.5)
     sharp = photo.astype(np.float32)
-    blurred = defocus(sharp, "disk", 3.0)
+    blurred = scenes.blur(sharp, "disk", 3.0)
     a_full = near[..., None] * sharp + (1 - near[..., None]) * blurred
     b_full = (1 - near[..., None]) * sharp + near[..., None] * blurred
     inner = (slice(margin, h - margin), slice(margin, w - margin))
