@@ -3,6 +3,8 @@ reproducibility, resume), the ``mfif train`` command and its bad inputs, DDP und
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -197,6 +199,59 @@ def test_cli(photo_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mfif.paths, "shared_data_dir", lambda: None)
     assert mfif_main(["train", "--out", str(out)]) == 2
     assert "pass --data" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def usual_umask():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_a_run_never_replaces_another(photo_dir, tmp_path, monkeypatch, usual_umask):
+    """The default folder runs/MODEL is numbered when it holds a run; any other folder holding a
+    run is refused; --resume continues in its own folder. Each run keeps its best and last
+    checkpoints, its log, results.csv and the learning curve, all readable by others (issue 16)."""
+    import stat
+
+    monkeypatch.chdir(tmp_path)
+    first = train(tiny_config(photo_dir, "", epochs=1))
+    assert first["out"] == "runs/focusmap"
+    best = (tmp_path / "runs/focusmap/focusmap.safetensors").read_bytes()
+    second = train(tiny_config(photo_dir, "", epochs=2, seed=1))
+    assert second["out"] == "runs/focusmap2"
+    assert (tmp_path / "runs/focusmap/focusmap.safetensors").read_bytes() == best     # untouched
+    assert len((tmp_path / "runs/focusmap/log.jsonl").read_text().splitlines()) == 1
+    run = tmp_path / "runs/focusmap2"
+    with open(run / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"loss", "psnr", "ssim", "lr", "seconds"} <= set(rows[0])
+    assert float(rows[1]["psnr"]) == pytest.approx(second["epochs"][1]["psnr"])
+    if importlib.util.find_spec("matplotlib"):
+        assert cv2.imread(str(run / "results.png")) is not None
+    for path in run.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]               # no temporary files left
+    assert json.loads((run / "train_config.json").read_text())["out"] == "runs/focusmap2"
+
+    with pytest.raises(ConfigError, match=r"holds an earlier run \(best validation PSNR .* dB at epoch 2 of 2\)"):
+        train(tiny_config(photo_dir, run))
+    assert load_checkpoint(run / "last.safetensors").metadata["train.epoch"] == "1"
+    stopped = train(tiny_config(photo_dir, tmp_path / "mine", stop_after=1))
+    resumed = train(tiny_config(photo_dir, "", resume=str(tmp_path / "mine" / "last.safetensors")))
+    assert resumed["out"] == stopped["out"] == str(tmp_path / "mine")
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "mine/log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_piped_log_gets_one_plain_line_per_epoch_with_the_runs_eta(photo_dir, tmp_path, capsys):
+    argv = ["train", "--data", str(photo_dir), "--out", str(tmp_path / "run"), "--epochs", "2", "--steps-per-epoch",
+            "2", "--batch-size", "2", "--crop", "32", "--val-count", "2", "--val-crop", "32", "--config", "scale=2"]
+    assert mfif_main(argv) == 0                 # capsys: stdout and stderr are no terminal
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err and "step/s" not in captured.err
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2 and "epoch 1/2: loss" in lines[0] and "ETA" in lines[0] and "ETA" not in lines[1]
+    assert "results.csv" in captured.out
 
 
 @pytest.mark.slow

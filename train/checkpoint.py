@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mfif.errors import ModelFileError
+from mfif.files import write_bytes_atomic
 from mfif.hashing import sha256_file
 from mfif.train.models import build_model
 
@@ -29,19 +30,18 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None,
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    from safetensors.torch import save_file
+    """Write atomically (never a half-written checkpoint under the real name, never an earlier
+    one lost to a failed write), readable by others like any file the project writes."""
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
     for name, value in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + name] = value.detach().contiguous().cpu()
     header = {str(k): str(v) for k, v in (metadata or {}).items()}
     header.update({"mfif.format": FORMAT_VERSION, "mfif.model": model.name, "mfif.config": json.dumps(model.config)})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
-    return path
+    # safetensors' own save_file creates its file 0600; bytes through the project's writer get 0644.
+    return write_bytes_atomic(path, save(tensors, metadata=header))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from mfif.lazy import require
 
     torch = require("torch", extra="train", purpose="training")
-    require("tqdm", extra="train", purpose="training progress")
     from mfif.cli import parse_key_values
     from mfif.train.config import TrainConfig
     from mfif.train.trainer import train
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         last = summary["epochs"][-1]
         print(f"done in {summary['seconds']} s: best validation PSNR {summary['best_psnr']:.2f} dB "
               f"(pixel average {last['average_psnr']:.2f}); weights {summary['best']}, "
-              f"resumable state {summary['last']}")
+              f"resumable state {summary['last']}, figures {summary['out']}/results.csv")
     return 0
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError
+from mfif.train.runs import default_out
 
 
 def _option(default, help: str, **extra):
@@ -28,7 +30,8 @@ class TrainConfig:
     data: str = _option("", "folder of sharp photos for the synthetic pairs (default: ../shared/data/sharp)")
     real: list = _option([], "folders of real pairs <name>_A/_B (no ground truth) mixed in for models trained "
                              "without it (mustafa2019)", metavar="DIR")
-    out: str = _option("", "output folder (default: runs/MODEL)")
+    out: str = _option("", "output folder; one holding a run is refused (default: runs/MODEL, numbered runs/MODEL2, "
+                           "... when it holds a run; with --resume, the resumed run's folder)")
     epochs: int = _option(2, "epochs")
     steps_per_epoch: int = _option(50, "optimizer steps per epoch")
     steps: int = _option(0, "total optimizer steps; when > 0 it sets the number of epochs")
@@ -70,7 +73,7 @@ class TrainConfig:
             self.epochs = math.ceil(self.steps / self.steps_per_epoch)
         self.lr = self.lr or recipe.learning_rate
         self.model_config = {**recipe.training_config, **self.model_config}
-        self.out = self.out or f"runs/{self.model}"
+        self.out = self.out or (str(Path(self.resume).parent) if self.resume else default_out(self.model))
 
     @property
     def total_steps(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
-from tqdm import tqdm
 
 from mfif.device import parse_device
 from mfif.errors import ConfigError, DataError, ModelFileError
-from mfif.train import losses
+from mfif.progress import Progress, format_seconds
+from mfif.train import losses, runs
 from mfif.train.checkpoint import load_checkpoint, save_checkpoint
 from mfif.train.config import TrainConfig
 from mfif.train.data import RealPairCrops, SourcesOnly, SynthConfig, SyntheticPairs, load_photos, validation_set
@@ -130,27 +131,36 @@ def train(config: TrainConfig) -> dict:
     try:
         state = _setup(config, dist)
         data = _data(config, state.model, dist)
-        out = Path(config.out)
+        out = runs.run_folder(config.out, config.model, config.resume) if dist.main else Path(config.out)
         summary = {"model": config.model, "config": state.model.config, "parameters": count_parameters(state.model),
                    "device": str(dist.device), "world_size": dist.world, "photos": data.photos, "epochs": []}
         if dist.main:
             _start_log(config, summary, data, out)
-        started = time.perf_counter()
+        started, first_step = time.perf_counter(), state.step
         last_epoch = min(config.epochs, config.stop_after) if config.stop_after > 0 else config.epochs
-        for epoch in range(state.first_epoch, last_epoch):
-            steps = min(config.steps_per_epoch, config.total_steps - state.step)
-            if steps <= 0:
-                break
-            record = _one_epoch(config, state, data, epoch, steps, dist)
-            if dist.main:
-                record.update(evaluate(state.model, data.validation, dist.device))
-                print(f"epoch {epoch + 1}: loss {record['loss']:.4f}, validation PSNR {record['psnr']:.2f} dB "
-                      f"(pixel average {record['average_psnr']:.2f}), SSIM {record['ssim']:.4f} "
-                      f"(pixel average {record['average_ssim']:.4f})")
-                _save(config, state, epoch, record, out)
-            summary["epochs"].append(record)
-            dist.barrier()
-        return {**summary, "seconds": round(time.perf_counter() - started, 1),
+        planned = max(0, min(config.total_steps, last_epoch * config.steps_per_epoch) - state.step)
+        # One bar for the run (its ETA is the run's); on a terminal only. Each epoch prints a line.
+        with Progress(total=planned, desc="training", unit="step", enabled=dist.main) as bar:
+            for epoch in range(state.first_epoch, last_epoch):
+                steps = min(config.steps_per_epoch, config.total_steps - state.step)
+                if steps <= 0:
+                    break
+                record = _one_epoch(config, state, data, epoch, steps, dist, bar)
+                if dist.main:
+                    record.update(evaluate(state.model, data.validation, dist.device))
+                    done, elapsed = state.step - first_step, time.perf_counter() - started
+                    left = elapsed / done * (planned - done) if planned > done else 0.0
+                    bar.note(f"epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}, validation PSNR "
+                             f"{record['psnr']:.2f} dB (pixel average {record['average_psnr']:.2f}), SSIM "
+                             f"{record['ssim']:.4f} (pixel average {record['average_ssim']:.4f}); "
+                             f"{format_seconds(elapsed)} so far" + (f", ETA {format_seconds(left)}" if left else ""),
+                             file=sys.stdout)
+                    _save(config, state, epoch, record, out)
+                summary["epochs"].append(record)
+                dist.barrier()
+        if dist.main:
+            runs.plot_curve(out, f"{config.model}, {out}")
+        return {**summary, "seconds": round(time.perf_counter() - started, 1), "out": str(out),
                 "best": str(out / f"{config.model}.safetensors"), "last": str(out / "last.safetensors"),
                 "best_psnr": state.best_psnr}
     finally:
@@ -220,8 +230,9 @@ def _data(config: TrainConfig, model, dist: _Distributed) -> _Data:
 
 
 def _start_log(config: TrainConfig, summary: dict, data: _Data, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    if out != Path(config.out):
+        print(f"{config.out} holds an earlier run ({runs.describe(config.out)}): this run writes to {out}")
+    runs.write_config(out, {**asdict(config), "out": str(out)})
     world = summary["world_size"]
     print(f"training {config.model} {summary['config']} ({summary['parameters']} parameters) on {summary['device']}"
           f"{f' x{world} (DDP)' if world > 1 else ''}: {data.photos} photos from {config.data}"
@@ -229,8 +240,9 @@ def _start_log(config: TrainConfig, summary: dict, data: _Data, out: Path) -> No
           f"x {config.steps_per_epoch} steps, batch {config.batch_size}, crop {data.crop}, lr {config.lr:g}")
 
 
-def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, steps: int, dist: _Distributed) -> dict:
-    """``steps`` optimizer steps; the epoch's record (loss, step, seconds)."""
+def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, steps: int, dist: _Distributed,
+               bar: Progress) -> dict:
+    """``steps`` optimizer steps; the epoch's record (loss, step, learning rate, seconds)."""
     for part in data.parts:
         part.set_epoch(epoch)
     if data.sampler is not None:
@@ -241,8 +253,6 @@ def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, step
                         num_workers=config.workers, drop_last=True, generator=generator, persistent_workers=False)
     state.net.train()
     running, count, start = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not dist.main, unit="step",
-               dynamic_ncols=True)
     for batch in loader:
         if count >= steps:
             break
@@ -259,16 +269,16 @@ def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, step
         state.step += 1
         count += 1
         running += loss.item()
-        bar.set_postfix(loss=f"{running / count:.4f}",
-                        pairs_per_s=f"{count * config.batch_size * dist.world / (time.perf_counter() - start):.1f}")
+        pairs_per_s = count * config.batch_size * dist.world / (time.perf_counter() - start)
+        bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs}, loss {running / count:.4f}, {pairs_per_s:.1f} pairs/s")
         bar.update(1)
-    bar.close()
     return {"epoch": epoch + 1, "step": state.step, "loss": running / max(count, 1),
-            "seconds": round(time.perf_counter() - start, 2)}
+            "lr": state.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _save(config: TrainConfig, state: _State, epoch: int, record: dict, out: Path) -> None:
-    """The best checkpoint so far (weights only, shippable), the resumable last one, the log line."""
+    """The best checkpoint so far (weights only, shippable), the resumable last one, the epoch's
+    record (log.jsonl, results.csv)."""
     metadata = {"train.epoch": str(epoch), "train.step": str(state.step), "train.seed": str(config.seed),
                 "train.config": json.dumps(asdict(config)),
                 "val.psnr": f"{record['psnr']:.4f}", "val.ssim": f"{record['ssim']:.5f}",
@@ -281,8 +291,7 @@ def _save(config: TrainConfig, state: _State, epoch: int, record: dict, out: Pat
     tensors, groups = _optimizer_tensors(state.optimizer)
     save_checkpoint(out / "last.safetensors", state.model,
                     {**metadata, "train.best_psnr": str(state.best_psnr), "train.optimizer": groups}, tensors)
-    with open(out / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    runs.add_record(out, record)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
