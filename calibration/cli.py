@@ -38,14 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mfif.calibration.data import calibration_frames, crops, load_samples, split_holdout
     from mfif.calibration.quantize import quantizable_nodes, quantize_int8
     from mfif.calibration.report import accuracy_report, format_table, write_report
     from mfif.calibration.sensitivity import layer_sensitivity
     from mfif.export.onnx_export import load_onnx, read_info
     from mfif.errors import ConfigError, ModelFileError
+    from mfif.progress import Progress
 
     info = read_info(args.model)
     if info.precision != "fp32":
@@ -66,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mfif-calibrate-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        with tqdm(total=len(frames), desc=f"calibrating ({args.method})", unit="frame") as bar:
+        # A bar per stage on a terminal; in a log, one line when each stage ends.
+        with Progress(total=len(frames), desc=f"calibrating ({args.method})", unit="frame", log=True) as bar:
             quantize_int8(args.model, args.output, frames, method=args.method, percentile=args.percentile,
                           keep_float=args.keep_float, cache=cache, progress=bar,
                           metadata={"data": [str(d) for d in args.data], "crop": args.crop})
@@ -76,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
         if args.sensitivity:
             inputs = crops(held, info, args.sensitivity_frames, args.crop, args.seed + 1)
             layers = len(quantizable_nodes(load_onnx(args.model)))
-            with tqdm(total=layers, desc="per-layer sensitivity", unit="layer") as bar:
+            with Progress(total=layers, desc="per-layer sensitivity", unit="layer", log=True) as bar:
                 sensitivity = layer_sensitivity(args.model, cache, inputs, method=args.method,
                                                 percentile=args.percentile, progress=bar)
-    with tqdm(total=len(held), desc="accuracy on held-out pairs", unit="pair") as bar:
+    with Progress(total=len(held), desc="accuracy on held-out pairs", unit="pair", log=True) as bar:
         accuracy = accuracy_report(args.model, args.output, held, progress=bar)
     report = {
         "fp32_model": str(args.model), "int8_model": str(args.output), "model": info.model,

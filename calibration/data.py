@@ -178,7 +178,7 @@ def crops(samples: list[Sample], info: ModelInfo, count: int, crop: int = 256, s
 class FrameReader:
     """ONNX Runtime CalibrationDataReader over prepared frames; supports the strided collection
     (``__len__``/``set_range``) that keeps calibration memory to one frame at a time, and advances
-    an optional tqdm bar."""
+    an optional progress bar (:class:`mfif.progress.Progress`)."""
 
     def __init__(self, frames: list[np.ndarray], input_name: str = "sources", progress=None):
         self.frames, self.input_name, self.progress = frames, input_name, progress

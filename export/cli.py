@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     k, c = info.sources or "K", info.channels or "C"
     print(f"wrote {args.output} ({info.model}, fp32, opset {args.opset}, sources 1x{k}x{c}xHxW, "
           f"H and W multiples of {info.size_multiple}, checkpoint sha256 {info.checkpoint_sha256[:12] or 'none'})")
+    print(f"config: {json.dumps(info.config)}")
+    note = shipped_setting_note(info.model, info.config, overrides,
+                                "the model's default" if args.random else "the checkpoint's")
+    if note:
+        print(note)
     if not args.no_verify:
         _print_parity(args.output, source, info)
     if args.fp16:
@@ -72,6 +77,26 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_verify:
             _print_fp16_check(args.output, args.fp16)
     return 0
+
+
+def shipped_setting_note(model: str, config: dict, overrides: dict, origin: str = "the checkpoint's") -> str | None:
+    """A note when ``config`` differs from the settings the shipped model runs at (the net's
+    ``shipped_config``, e.g. focusmap's scale 4; a checkpoint keeps its training scale, 2) in a
+    value --set did not choose: what it costs and how to change it. None when nothing differs."""
+    from mfif.train.models import MODELS, build_model, macs_per_pixel
+
+    differ = {key: value for key, value in MODELS[model].shipped_config.items()
+              if config.get(key) != value and key not in overrides}
+    if not differ:
+        return None
+    exported = ", ".join(f"{key}={config.get(key)}" for key in differ)
+    shipped = ", ".join(f"{key}={value}" for key, value in differ.items())
+    here = macs_per_pixel(build_model(model, **config))
+    there = macs_per_pixel(build_model(model, **{**config, **differ}))
+    cost = f" ({here:,.0f} convolution MACs per pixel against {there:,.0f})" if here and there else ""
+    return (f"note: exported with {exported} ({origin}); the shipped {model} runs at {shipped}{cost}. "
+            f"For that, export with {' '.join(f'--set {key}={value}' for key, value in differ.items())} "
+            "(the weights stay the same; docs/models.md has the quality trade-off)")
 
 
 def _checkpoint_with(path, overrides: dict):

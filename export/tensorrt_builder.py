@@ -25,6 +25,7 @@ from pathlib import Path
 from mfif.errors import ConfigError, EngineBuildError, ModelFileError
 from mfif.hashing import sha256_file
 from mfif.lazy import require
+from mfif.progress import on_terminal
 from mfif.runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
                                   read_record, record_path, sha256_bytes, write_atomic, write_engine)
 from mfif.runtime.model_info import ModelInfo
@@ -321,7 +322,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
     timing_cache = attach_timing_cache(config, settings.timing_cache, log)
     start = time.perf_counter()
     try:
-        plan = _build(trt, cb, builder, network, config, settings.device, progress or BuildProgress())
+        # Bars on a terminal only (mfif.progress): a log gets the lines above and below.
+        plan = _build(trt, cb, builder, network, config, settings.device, progress or BuildProgress(enabled=on_terminal()))
     except Exception as exc:  # TensorRT raises many types here; name the file and the cause
         raise EngineBuildError(f"TensorRT build of {facts.path} failed: {exc}") from exc
     seconds = time.perf_counter() - start

@@ -286,8 +286,13 @@ def test_calibrate_command(tmp_path, focusmap, capsys):
     convolutions = [n.name for n in onnx.load(str(focusmap)).graph.node if n.op_type in ("Conv", "ConvTranspose")]
     assert report["accuracy"]["summary"]["pairs"] == 2
     assert sorted(row["layer"] for row in report["sensitivity"]) == sorted(convolutions)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "goal (mean PSNR >= 40.0 dB" in printed and "per-layer sensitivity" in printed
+    # Piped (no terminal): no bar, one line as each stage ends (issue 16).
+    assert "\r" not in captured.err and "calibrating (minmax): 8 frames in " in captured.err
+    assert f"per-layer sensitivity: {len(convolutions)} layers in " in captured.err
+    assert "accuracy on held-out pairs: 2 pairs in " in captured.err
     assert main(["calibrate", str(focusmap), "-o", str(out), "--data", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
 

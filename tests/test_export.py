@@ -323,3 +323,21 @@ def test_export_command_changes_focusmap_scale_and_keeps_the_weights(tmp_path, c
     assert "changes the weights" in capsys.readouterr().err
     assert main(["export", str(checkpoint), "--set", "scale", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_export_says_what_it_exports_and_how_to_match_the_shipped_model(tmp_path, capsys):
+    """A checkpoint trained at scale 2 exports at scale 2 (4x the work of the shipped scale 4):
+    the command prints the config and says how to change it; with --set scale=4 no note (issue 16)."""
+    from mfif.cli import main
+    from mfif.export.cli import shipped_setting_note
+
+    model = seeded("focusmap", scale=2)
+    checkpoint = save_checkpoint(tmp_path / "fm.safetensors", model)
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "s2.onnx"), "--no-verify", "--no-simplify"]) == 0
+    printed = capsys.readouterr().out
+    assert 'config: {"features": ' in printed and '"scale": 2' in printed
+    assert ("note: exported with scale=2 (the checkpoint's); the shipped focusmap runs at scale=4 (664 convolution "
+            "MACs per pixel against 166). For that, export with --set scale=4") in printed
+    assert shipped_setting_note("focusmap", model.config, {"scale": 2}) is None        # chosen with --set
+    assert shipped_setting_note("focusmap", {**model.config, "scale": 4}, {}) is None  # as shipped
+    assert shipped_setting_note("xu2018", build_model("xu2018").config, {}) is None     # no shipped setting

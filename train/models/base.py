@@ -20,6 +20,8 @@ class FusionNet(nn.Module):
     # Training recipe, read by train/trainer.py.
     learning_rate: float            # Adam's base rate
     training_config: dict = {}      # config values training uses unless --config says otherwise
+    shipped_config: dict = {}       # config values (that keep the weights) the shipped model runs at:
+                                    # mfif export says when a checkpoint differs (focusmap: scale 4)
     needs_ground_truth = True       # False: trained without it, so real pairs can train it too
 
     def __init__(self, config) -> None:

@@ -101,6 +101,7 @@ class FocusMap(FusionNet):
     learning_rate = 2e-3
     # Trained at half resolution; the shipped checkpoint runs the same weights at scale 4 (docs/models.md).
     training_config = {"scale": 2}
+    shipped_config = {"scale": 4}
 
     def __init__(self, config: FocusMapConfig = FocusMapConfig()):
         super().__init__(config)
