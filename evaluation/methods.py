@@ -102,8 +102,8 @@ def get_method(name: str) -> Method:
 
         path = Path(name[len("model:"):]).expanduser()
         if path.suffix.lower() not in SUFFIXES:
-            raise ConfigError(f"method {name!r}: give a model file after 'model:' ({', '.join(SUFFIXES)}), "
-                              f"not {path.name!r}")
+            raise ConfigError(f"method {name!r}: give an ONNX file, a TensorRT engine or a checkpoint after 'model:' "
+                              f"({', '.join(SUFFIXES)}), not {path.name!r}")
         if not path.is_file():
             raise ModelFileError(f"method {name!r}: model file not found: {path}")
         label = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem)

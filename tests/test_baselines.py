@@ -203,8 +203,9 @@ def test_registry_baselines_and_errors(tmp_path):
         np.testing.assert_array_equal(method.fuse(frames), baselines.BASELINES[method.name](frames))
     with pytest.raises(ConfigError, match="unknown method 'sharpest'"):
         get_method("sharpest")
+    # model: takes every file the Fuser runs (.safetensors too since issue 16); other suffixes are refused.
     with pytest.raises(ConfigError, match="ONNX file"):
-        get_method("model:weights.safetensors")
+        get_method("model:weights.pt")
     with pytest.raises(ModelFileError, match="not found"):
         get_method(f"model:{tmp_path / 'absent.onnx'}")
     with pytest.raises(ConfigError, match="no methods"):
