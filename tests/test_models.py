@@ -100,7 +100,16 @@ def test_focusmap_temperature_and_bilinear_weights():
         low = torch.softmax(bilinear.scores(*_low_inputs(sources, 4)), dim=1)
         expected = torch.nn.functional.interpolate(low, size=(64, 96), mode="bilinear", align_corners=False)
         torch.testing.assert_close(weights, expected, atol=1e-6, rtol=0)
-    for bad in ({"temperature": 0}, {"guide_radius": -1}):
+    # vote_radius: a one-pixel island of source 1 in a field of source 0 follows its surroundings.
+    scores = torch.zeros(1, 2, 9, 9)
+    scores[0, 0] = 1.0
+    scores[0, :, 4, 4] = torch.tensor([0.0, 1.0])
+    voting = small("focusmap", {"temperature": 0.1, "vote_radius": 1})
+    assert small("focusmap", {"temperature": 0.1}).decide(scores / 0.1)[0, 1, 4, 4] > 0.99
+    decided = voting.decide(scores / 0.1)
+    assert decided[0, 0].min() > 0.99
+    torch.testing.assert_close(decided.sum(dim=1), torch.ones(1, 9, 9))
+    for bad in ({"temperature": 0}, {"guide_radius": -1}, {"vote_radius": -1}):
         with pytest.raises(ConfigError):
             build_model("focusmap", **bad)
 

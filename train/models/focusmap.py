@@ -81,6 +81,7 @@ class FocusMapConfig:
     guide_radius: int = 2       # the fast guided filter that brings the weights to full size (0: bilinear)
     guide_eps: float = 1e-3
     temperature: float = 1.0    # scores are divided by it before the softmax: < 1 gives sharper weight maps
+    vote_radius: int = 0        # > 0: majority vote of the weights over (2r+1)^2 score pixels (removes islands)
     boundary_weight: float = 0.0  # training only: extra loss weight on the band near focus borders (halos)
 
     def __post_init__(self):
@@ -88,9 +89,9 @@ class FocusMapConfig:
             raise ValueError(f"scale must be >= 1, not {self.scale}")
         if self.features < 1 or self.levels < 1:
             raise ValueError(f"features and levels must be >= 1, not {self.features} and {self.levels}")
-        if self.guide_radius < 0 or not self.temperature > 0:
-            raise ValueError(f"guide_radius must be >= 0 and temperature > 0, not {self.guide_radius} and "
-                             f"{self.temperature}")
+        if self.guide_radius < 0 or self.vote_radius < 0 or not self.temperature > 0:
+            raise ValueError(f"guide_radius and vote_radius must be >= 0 and temperature > 0, not "
+                             f"{self.guide_radius}, {self.vote_radius} and {self.temperature}")
 
 
 class FocusMap(FusionNet):
@@ -116,6 +117,7 @@ class FocusMap(FusionNet):
         self.guide_radius = guide_radius
         self.guide_eps = guide_eps
         self.temperature = config.temperature
+        self.vote_radius = config.vote_radius
         self.levels = levels
         widths = [features * 2 ** min(level, 2) for level in range(levels + 1)]
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1), nn.ReLU(inplace=True))
@@ -154,6 +156,17 @@ class FocusMap(FusionNet):
         # Temperature 1 (the default, and every checkpoint made before it existed) adds no node.
         return scores if self.temperature == 1 else scores * (1.0 / self.temperature)
 
+    def decide(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores (B, K, h, w) -> weight maps summing to 1 over K: the softmax, then with
+        ``vote_radius`` r > 0 a majority vote, as the consistency check of decision-map methods: the
+        weights averaged over a (2r+1)^2 window and sharpened again by the temperature (each to the
+        power 1/T, renormalized), so islands smaller than the window follow their surroundings."""
+        weights = torch.softmax(scores, dim=1)
+        if not self.vote_radius:
+            return weights
+        votes = torch.log(box_filter(weights, self.vote_radius).clamp(min=1e-6))
+        return torch.softmax(votes * (1.0 / self.temperature), dim=1)
+
     def upsample_weights(self, weights: torch.Tensor, guide_low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Fast guided filter: fit weight = a * guide + b locally at low resolution, upsample a and b
         bilinearly, apply them to the full-resolution guide, renormalize so weights sum to 1. Radius
@@ -186,10 +199,10 @@ class FocusMap(FusionNet):
         grey = sum_over(sources, 2, mean=True)
         detail = (grey - box_filter(grey, 1)).abs()
         if self.scale == 1:
-            weights = torch.softmax(self.scores(grey, detail), dim=1)
+            weights = self.decide(self.scores(grey, detail))
         else:
             grey_low = F.avg_pool2d(grey, self.scale)
-            weights_low = torch.softmax(self.scores(grey_low, F.avg_pool2d(detail, self.scale)), dim=1)
+            weights_low = self.decide(self.scores(grey_low, F.avg_pool2d(detail, self.scale)))
             guide = sum_over(grey, 1, mean=True, keepdim=True)
             weights = self.upsample_weights(weights_low, grey_low.mean(dim=1, keepdim=True), guide)
         fused = sum_over(weights.unsqueeze(2) * sources, 1)
