@@ -114,6 +114,18 @@ def test_focusmap_temperature_and_bilinear_weights():
             build_model("focusmap", **bad)
 
 
+def test_receptive_radius_of_a_saturated_focusmap():
+    """A low temperature saturates the softmax (zero gradients in float32): the radius is measured
+    on the same net at temperature 1 (FusionNet.receptive_probe), not read as 0."""
+    from mfif.train.models import receptive_radius
+
+    warm = small("focusmap", {"scale": 4, "guide_radius": 0})
+    cold = small("focusmap", {"scale": 4, "guide_radius": 0, "temperature": 0.001, "vote_radius": 1})
+    cold.load_state_dict(warm.state_dict())
+    assert receptive_radius(cold) >= receptive_radius(warm) > 0
+    assert cold.temperature == 0.001
+
+
 def _low_inputs(sources, scale):
     from mfif.train.models.focusmap import box_filter
 

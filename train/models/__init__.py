@@ -71,6 +71,8 @@ def receptive_radius(model: nn.Module, channels: int = 3) -> int:
     is measured on one random input, so a net whose ReLUs are all dead (untrained) can read 0."""
     model_channels = getattr(model, "channels", None) or channels
     period = getattr(model, "pad_multiple", model.size_multiple)
+    probe = getattr(model, "receptive_probe", None)
+    model = probe() if probe is not None else model
     side = 128
     while side <= 4096:
         side = -(-side // period) * period

@@ -28,6 +28,11 @@ class FusionNet(nn.Module):
         super().__init__()
         self.config = asdict(config)  # the settings saved with the weights: enough to rebuild the net
 
+    def receptive_probe(self) -> nn.Module:
+        """A net wired like this one whose gradients do not saturate, which ``receptive_radius``
+        measures the support of (the connectivity, not the values, sets the radius): itself here."""
+        return self
+
     def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
         """The training loss of a batch (``sources``; ``truth`` and ``focus`` for synthetic pairs).
         ``net`` runs the forward pass: this model (default) or its DistributedDataParallel wrapper."""

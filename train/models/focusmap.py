@@ -186,6 +186,15 @@ class FocusMap(FusionNet):
         full = (a * guide + b).clamp(min=0.0)
         return full / sum_over(full, 1, keepdim=True).clamp(min=1e-6)
 
+    def receptive_probe(self) -> nn.Module:
+        """The same net at temperature 1: a low temperature saturates the softmax, whose gradient
+        then reads zero (float32) and would hide how far the scores reach."""
+        if self.temperature == 1:
+            return self
+        probe = type(self)(self.Config(**{**self.config, "temperature": 1.0}))
+        probe.load_state_dict(self.state_dict())
+        return probe.train(self.training)
+
     def loss(self, batch: dict, net: nn.Module | None = None) -> torch.Tensor:
         """L1 on the image and its gradients against the ground truth, plus the weight maps against
         the synthetic focus regions (train/losses.py)."""
