@@ -336,8 +336,11 @@ def test_export_says_what_it_exports_and_how_to_match_the_shipped_model(tmp_path
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "s2.onnx"), "--no-verify", "--no-simplify"]) == 0
     printed = capsys.readouterr().out
     assert 'config: {"features": ' in printed and '"scale": 2' in printed
-    assert ("note: exported with scale=2 (the checkpoint's); the shipped focusmap runs at scale=4 (664 convolution "
-            "MACs per pixel against 166). For that, export with --set scale=4") in printed
-    assert shipped_setting_note("focusmap", model.config, {"scale": 2}) is None        # chosen with --set
-    assert shipped_setting_note("focusmap", {**model.config, "scale": 4}, {}) is None  # as shipped
+    assert ("note: exported with scale=2, guide_radius=2, temperature=1.0, vote_radius=0 (the checkpoint's); the "
+            "shipped focusmap runs at scale=4, guide_radius=0, temperature=0.03, vote_radius=1 (664 convolution "
+            "MACs per pixel against 166). For that, export with --set scale=4 --set guide_radius=0 "
+            "--set temperature=0.03 --set vote_radius=1") in printed
+    shipped = {"scale": 4, "guide_radius": 0, "temperature": 0.03, "vote_radius": 1}
+    assert shipped_setting_note("focusmap", model.config, shipped) is None             # chosen with --set
+    assert shipped_setting_note("focusmap", {**model.config, **shipped}, {}) is None   # as shipped
     assert shipped_setting_note("xu2018", build_model("xu2018").config, {}) is None     # no shipped setting
