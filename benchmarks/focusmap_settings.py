@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, nargs="*", default=None,
                         help="folders of real pairs (default: classic and mfifb_* of ../shared/data/pairs)")
     parser.add_argument("--sharp", type=Path, default=None, help="sharp photos (default ../shared/data/sharp)")
+    parser.add_argument("--no-validation", action="store_true", help="skip the synthetic validation split")
     parser.add_argument("--json", default="bench/focusmap_settings.json")
     args = parser.parse_args(argv)
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = args.pairs or ([shared / "pairs" / name for name in DEFAULT_SETS] if shared else [])
     sharp = args.sharp or (shared / "sharp" if shared else None)
     checkpoint = load_checkpoint(args.checkpoint)
-    samples = validation_set(sharp, SynthConfig(crop=192), count=64) if sharp else []
+    samples = validation_set(sharp, SynthConfig(crop=192), count=64) if sharp and not args.no_validation else []
     pairs = load_pairs(folders)
     results = []
     for text in args.setting or [""]:

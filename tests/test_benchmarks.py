@@ -244,3 +244,27 @@ def test_versus_enfuse_rejects_bad_options(tmp_path):
         versus_main([str(tmp_path), "--repeat", "0"])
     with pytest.raises(DataError):
         versus_main([str(tmp_path / "missing"), "--repeat", "1"])
+
+
+def test_focusmap_settings_benchmark(tmp_path):
+    """benchmarks/focusmap_settings.py: one row per --setting over the checkpoint's config."""
+    pytest.importorskip("torch")
+    import json
+
+    from mfif.benchmarks.focusmap_settings import main as settings_main
+    from mfif.imageio import write_pair
+    from mfif.scenes import multi_focus, scene
+    from mfif.train.checkpoint import save_checkpoint
+    from mfif.train.models import build_model
+
+    folder = tmp_path / "pairs"
+    for index in range(2):
+        sharp = scene(40, 56, seed=index)
+        write_pair(folder, f"p{index}", multi_focus(sharp, "blobs", seed=index), sharp)
+    checkpoint = save_checkpoint(tmp_path / "fm.safetensors", build_model("focusmap", features=4, levels=2, scale=2))
+    out = tmp_path / "settings.json"
+    assert settings_main([str(checkpoint), "--pairs", str(folder), "--no-validation", "--setting", "",
+                          "--setting", "temperature=0.1,guide_radius=0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["config"]["temperature"] for r in rows] == [1.0, 0.1] and rows[1]["config"]["guide_radius"] == 0
+    assert all(0 < r["qabf"]["all"] <= 1 and "pairs" in r["qabf"] for r in rows)
