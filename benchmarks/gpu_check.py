@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import platform
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from mfif.benchmarks.report import write_json
 
 STEPS = {
     "environment": "GPU, driver, CUDA and package versions",
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         result["status"], result["seconds"] = status, round(time.perf_counter() - began, 1)
         report["steps"][name] = result
         print(f"[{name}] {status} in {result['seconds']} s", flush=True)
-        args.out.write_text(json.dumps(report, indent=2))   # partial results survive a crash or a time-out
+        write_json(args.out, report)   # partial results survive a crash or a time-out
     print(f"wrote {args.out}")
     return 0 if all(step["status"] == "ok" for step in report["steps"].values()) else 1
 

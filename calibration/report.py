@@ -67,10 +67,9 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def write_report(path: str | Path, report: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    return path
+    from mfif.files import write_bytes_atomic
+
+    return write_bytes_atomic(path, (json.dumps(report, indent=2, default=_json_default) + "\n").encode())
 
 
 def _json_default(value):

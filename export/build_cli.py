@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Frame sizes: the engine takes heights and widths between min and max; its kernels are tuned for opt. A "
         "narrow range is faster: set min = opt = max to your camera's size when it never changes.")
     parser.epilog = (
-        "example: mfif build models/focusmap_fp16.onnx --opt-height 1080 --opt-width 1920 --max-height 1080 "
+        "example: mfif build models/focusmap_fp16.onnx --opt-height 1088 --opt-width 1920 --max-height 1088 "
         "--max-width 1920\n\n"
         "trtexec's spellings work too: --fp16/--int8 (pick model_fp16.onnx / model_int8.onnx beside the file given), "
         "--saveEngine, --minShapes/--optShapes/--maxShapes=sources:1xKxCxHxW, --memPoolSize=workspace:N (MiB; K, M, "
@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     precision.add_argument("--int8", action="store_true",
                            help="build the INT8 variant: takes NAME_int8.onnx beside NAME.onnx (from mfif calibrate)")
     sizes = parser.add_argument_group(
-        "optimization profile (frame sizes in pixels, after padding to the model's size multiple)",
+        "optimization profile (frame sizes in pixels, after the runtime pads them to the model's pad multiple: 32 for the shipped model, so 1080 rows arrive as 1088)",
         "The engine takes frames from min to max; its kernels are tuned for opt, and a narrow range is faster. "
         "Each size takes one value (shared by all profiles) or one value per profile: several values make several "
-        "profiles, e.g. --opt-height 720 1080 --opt-width 1280 1920. Defaults (VGA to 1080p, tuned for 720p) are "
-        "rounded up to the model's size multiple; sizes you give must be multiples of it.")
+        "profiles, e.g. --opt-height 736 1088 --opt-width 1280 1920. Defaults (VGA to 1080p, tuned for 720p) are "
+        "rounded up to the model's pad multiple; sizes you give must be multiples of it.")
     for axis, name in ((0, "height"), (1, "width")):
         for kind, default in (("min", DEFAULT_MIN_HW), ("opt", DEFAULT_OPT_HW), ("max", DEFAULT_MAX_HW)):
             sizes.add_argument(f"--{kind}-{name}", type=int, nargs="+", default=None, metavar="PX",
@@ -211,7 +211,7 @@ def settings_from_args(args: argparse.Namespace):
     defaults = default_sizes(info)
     values = shapes["sizes"] if shapes else {name: getattr(args, name) or default for name, default in defaults.items()}
     profiles = make_profiles(values["min_height"], values["opt_height"], values["max_height"], values["min_width"],
-                             values["opt_width"], values["max_width"], sources, channels, info.size_multiple)
+                             values["opt_width"], values["max_width"], sources, channels, info.pad_to)
     check_profiles_fit(profiles, facts)
     timing = None if str(args.timing_cache).lower() == "none" else args.timing_cache
     settings = BuildSettings(profiles=profiles, timing_cache=Path(timing) if timing else None,

@@ -24,6 +24,7 @@ import numpy as np
 
 import mfif
 from mfif.errors import ConfigError, InputError, ModelFileError
+from mfif.files import write_bytes_atomic
 from mfif.lazy import require
 from mfif.runtime.model_info import ModelInfo, graph_sha256
 
@@ -265,16 +266,11 @@ def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | 
 def save_onnx(proto: "onnx.ModelProto", output: str | Path) -> Path:
     """Write one self-contained file (no external-data side file); a temporary name is used until
     the write is complete."""
-    onnx = _onnx()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     if proto.ByteSize() >= 2**31:
         raise ModelFileError(f"model {output.name} is {proto.ByteSize()} bytes, over protobuf's 2 GiB limit "
                              "for one file")
-    tmp = output.with_suffix(output.suffix + ".tmp")
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    tmp.replace(output)
-    return output
+    return write_bytes_atomic(output, proto.SerializeToString())
 
 
 # ----------------------------------------------------------------------------- reading files

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfif.errors import ConfigError, EngineBuildError, ModelFileError
+from mfif.files import write_bytes_atomic
 from mfif.hashing import sha256_file
 from mfif.lazy import require
 from mfif.progress import on_terminal
 from mfif.runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
-                                  read_record, record_path, sha256_bytes, write_atomic, write_engine)
+                                  read_record, record_path, sha256_bytes, write_engine)
 from mfif.runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")
@@ -333,7 +334,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
         raise EngineBuildError(f"TensorRT could not build an engine from {facts.path} ({ranges}): "
                                f"{logger.take_errors()}")
     if timing_cache is not None:
-        write_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
+        write_bytes_atomic(settings.timing_cache, memoryview(config.get_timing_cache().serialize()))
     record = _write(engine_path, memoryview(plan), wanted, facts, settings, seconds)
     log(f"wrote {engine_path} ({record.engine_bytes / 1e6:.1f} MB, {seconds:.0f} s) and {record_path(engine_path).name}")
     return BuildResult(engine_path, record, rebuilt=True, reasons=reasons, seconds=seconds)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -295,18 +294,12 @@ class Rig:
 
     def save(self, path: str | Path) -> Path:
         """Write the rig as JSON (atomically: a temporary file, then a rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            text = json.dumps(self.to_dict(), indent=2)
-            # one line per matrix row and per short list of numbers: a rig file people read
-            text = re.sub(r"\[\s+([-+\deE.,\s]+?)\s+\]", lambda m: "[" + ", ".join(v.strip(",") for v in m.group(1).split()) + "]", text)
-            partial.write_text(text + "\n")
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
+        from mfif.files import write_bytes_atomic
+
+        text = json.dumps(self.to_dict(), indent=2)
+        # one line per matrix row and per short list of numbers: a rig file people read
+        text = re.sub(r"\[\s+([-+\deE.,\s]+?)\s+\]", lambda m: "[" + ", ".join(v.strip(",") for v in m.group(1).split()) + "]", text)
+        return write_bytes_atomic(path, (text + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "Rig":

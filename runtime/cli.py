@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         fuser.alignment.interpolation = "cubic"  # stills: quality first (see mfif.runtime.align.INTERPOLATIONS)
     print(f"model {fuser.info.model} ({fuser.info.precision}) on {fuser.backend_name}: {fuser.device}")
     if jobs > 1 and "CPU" not in fuser.device.upper():
-        jobs = 1  # 'auto' chose a GPU: one Fuser keeps it busy
+        jobs = 1  # 'auto' chose a GPU: one Fuser keeps it busy, with all the memory
+        fuser.memory_limit = args.memory_limit * 2**30
     with _alignment_warnings():
         if args.video:
             code = _video(fuser, args)
@@ -427,6 +428,7 @@ def _pairs(fuser, args, jobs: int) -> int:
     failed, done = [], 0
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mfif-fuse")
+    futures: dict = {}
     try:
         futures = {pool.submit(process, pair): pair for pair in largest_first(pairs)}
         progress = Progress(as_completed(futures), total=len(pairs), unit="pair", desc="fusing")
@@ -438,9 +440,10 @@ def _pairs(fuser, args, jobs: int) -> int:
                 failed.append(futures[future].name)
                 progress.note(f"{futures[future].name}: {exc}")
     except KeyboardInterrupt:
-        # Queued pairs are cancelled; the ones being fused finish their (atomic) writes in the
-        # background threads, so no output is ever left half-written.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Queued pairs are cancelled; the ones being fused finish first (a pair takes well under a
+        # second), so that no temporary file is left behind when the process exits.
+        pool.shutdown(wait=True, cancel_futures=True)
+        done = sum(1 for future in futures if not future.cancelled() and future.exception() is None)
         print(f"interrupted: {done} of {len(pairs)} pairs were fused into {out_dir}; rerun with --skip-existing "
               "to fuse the rest", file=sys.stderr)
         raise

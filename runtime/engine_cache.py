@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfif.errors import ConfigError, InputError, ModelFileError
+from mfif.files import write_bytes_atomic
 from mfif.runtime.model_info import ModelInfo
 
 RECORD_FORMAT = "mfif-engine/1"
@@ -111,8 +111,9 @@ def round_up(value: int, multiple: int) -> int:
 
 
 def default_profile(info: ModelInfo, sources: int | None = None, channels: int | None = None) -> Profile:
-    """The default profile for a model, its sizes rounded up to the model's size multiple."""
-    up = lambda hw: (round_up(hw[0], info.size_multiple), round_up(hw[1], info.size_multiple))  # noqa: E731
+    """The default profile for a model, its sizes rounded up to the multiple the runtime pads
+    frames to (1080p frames arrive as 1088 rows with the shipped model)."""
+    up = lambda hw: (round_up(hw[0], info.pad_to), round_up(hw[1], info.pad_to))  # noqa: E731
     return Profile(up(DEFAULT_MIN_HW), up(DEFAULT_OPT_HW), up(DEFAULT_MAX_HW),
                    sources or info.sources or 2, channels or info.channels or 3)
 
@@ -263,21 +264,12 @@ def read_record(engine_path: str | Path) -> EngineRecord:
     return EngineRecord.from_dict(data, str(path))
 
 
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temporary name, then rename: never a half-written file under the real name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def write_engine(engine_path: str | Path, plan: bytes | memoryview, record: EngineRecord) -> Path:
     """Store the engine and then its record (a crash in between leaves a record that no longer
     matches, so the engine is rebuilt, never trusted)."""
     engine_path = Path(engine_path)
-    write_atomic(engine_path, plan)
-    write_atomic(record_path(engine_path), json.dumps(record.to_dict(), indent=2).encode("utf-8"))
+    write_bytes_atomic(engine_path, plan)
+    write_bytes_atomic(record_path(engine_path), json.dumps(record.to_dict(), indent=2).encode("utf-8"))
     return engine_path
 
 

@@ -81,7 +81,7 @@ class _Plan:
         else:
             raise InputError(f"model {info.model} takes {model_channels}-channel frames; got {frame_channels} channels")
         self.channels = model_channels
-        multiple = max(1, info.pad_multiple or info.size_multiple)
+        multiple = info.pad_to
         self.padded_height = -(-height // multiple) * multiple
         self.padded_width = -(-width // multiple) * multiple
         shape = (1, count, model_channels, self.padded_height, self.padded_width)
@@ -201,7 +201,13 @@ class Fuser:
         self.info: ModelInfo = self._backend.info
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
-        self.smoothing = smoothing
+        self._closed = False
+        try:
+            self.smoothing = smoothing
+        except ConfigError:
+            if not isinstance(model, Backend):  # one made here holds device memory; one passed in is the caller's
+                self._backend.close()
+            raise
         self._times = np.zeros((max(1, int(stats_window)), len(STAGES) + 1))
         self._frames = 0
 
@@ -299,12 +305,15 @@ class Fuser:
         """Fuse K >= 2 frames of one scene (same shape and dtype). Returns the fused frame (same
         dtype and shape as the inputs; written into ``out`` when given), or (fused, weights) with
         ``return_weights``: float32 (K, H, W) weights that sum to 1 over K (weight-map models)."""
+        if self._closed:
+            raise ConfigError(f"this Fuser was closed; make a new one ({self!r})")
         if not self._lock.acquire(blocking=False):
             raise ConfigError("this Fuser is already fusing in another thread; use one Fuser per thread")
         try:
             if len(frames) and is_device_frame(frames[0]):  # frames on the GPU: fused there (torch, TensorRT)
-                if return_weights or self._smoothing:
-                    raise ConfigError("weight maps and smoothing are for host frames; GPU frames give the fused frame")
+                if return_weights or self._smoothing or self._alignment.active:
+                    raise ConfigError("weight maps, smoothing and alignment are for host frames; GPU frames give the "
+                                      "fused frame (align=off)")
                 return fuse_on_gpu(self._backend, self.info, frames, out)
             return self._fuse(frames, return_weights, out)
         finally:
@@ -380,7 +389,7 @@ class Fuser:
         else the side of the square tiles that do. Tiles start on the model's pad grid and overlap
         by its receptive radius, so the result equals the whole frame's (docs/runtime.md)."""
         count, (height, width) = len(frames), frames[0].shape[:2]
-        multiple = max(1, self.info.pad_multiple or self.info.size_multiple)
+        multiple = self.info.pad_to
         per_pixel = WORKING_BYTES_PER_PIXEL_PER_SOURCE * count
         padded = (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
         budget = (self.memory_limit or 0) - sum(frame.nbytes for frame in frames) - frames[0].nbytes
@@ -394,7 +403,8 @@ class Fuser:
         if not self.info.receptive_radius:
             raise InputError(f"{size} need {padded * per_pixel / 2**30:.2f} GiB to fuse whole, over {limit}, and "
                              f"model {self.info.model} does not record its receptive radius, which fusing in tiles "
-                             "needs: export it again with 'mfif export', or raise memory_limit")
+                             "needs (a training checkpoint, or an ONNX file exported before mfif recorded it): raise "
+                             "memory_limit, or fuse with an ONNX file from 'mfif export'")
         margin = -(-self.info.receptive_radius // multiple) * multiple
         side = (int((max(budget, 0) / per_pixel) ** 0.5) - 2 * margin) // multiple * multiple
         if side < 2 * multiple:
@@ -405,7 +415,7 @@ class Fuser:
     def _fuse_tiles(self, frames, out, return_weights: bool, side: int):
         """Fuse in square tiles of ``side`` (plus the receptive radius around each, cut off again)."""
         height, width = frames[0].shape[:2]
-        multiple = max(1, self.info.pad_multiple or self.info.size_multiple)
+        multiple = self.info.pad_to
         margin = -(-self.info.receptive_radius // multiple) * multiple
         weights = np.empty((len(frames), height, width), np.float32) if return_weights else None
         times = np.zeros(len(STAGES))
@@ -543,6 +553,9 @@ class Fuser:
         return Stream(self, source_a, source_b, **options)
 
     def close(self) -> None:
+        """Release the backend (device memory, sessions); fusing afterwards is an error."""
+        self._closed = True
+        self._plan = None  # its input buffer belonged to the backend
         self._backend.close()
 
     def __enter__(self) -> "Fuser":

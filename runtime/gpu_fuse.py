@@ -90,13 +90,17 @@ def fuse_on_gpu(backend, info, frames, out=None):
             raise ConfigError("frames on the GPU need the torch backend on a GPU (device='cuda'); this one runs on "
                               f"{backend.device}")
         dtype = torch.float16 if backend.fp16 else torch.float32
-        sources = prepare(torch, tensors, max(1, info.size_multiple), dtype)
+        sources = prepare(torch, tensors, info.pad_to, dtype)
         sources = _match_channels(torch, sources, model_channels)
         with torch.inference_mode():
             fused = backend.model(sources)
     elif backend.name == "tensorrt":
-        sources = _match_channels(torch, prepare(torch, tensors, max(1, info.size_multiple), torch.float32),
+        sources = _match_channels(torch, prepare(torch, tensors, info.pad_to, torch.float32),
                                   model_channels)
+        # TensorRT runs on a stream of its own: the preprocessing kernels on torch's stream must be
+        # done before it reads, and the previous frame's postprocessing before it overwrites its
+        # output (torch's __cuda_array_interface__ names no stream to wait on).
+        torch.cuda.current_stream(device).synchronize()
         view, _ = backend.run_device(sources, copy_to_host=False)
         fused = torch.as_tensor(view, device=device)
     else:

@@ -34,6 +34,11 @@ class ModelInfo:
     config: dict = field(default_factory=dict)
 
     @property
+    def pad_to(self) -> int:
+        """The multiple the runtime pads frame heights and widths to (and engine profiles use)."""
+        return max(1, self.pad_multiple or self.size_multiple)
+
+    @property
     def has_weight_map(self) -> bool:
         return "weights" in self.output_names
 

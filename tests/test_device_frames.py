@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfif.errors import InputError
+from mfif.errors import ConfigError, InputError
 from mfif.runtime.device_frames import FrameMemory, check_device_frames, describe, is_device_frame
 
 
@@ -103,6 +103,9 @@ def test_the_fuser_sends_device_frames_to_the_gpu_path():
     frames = [torch.zeros((32, 32, 3), dtype=torch.uint8)] * 2   # DLPack, but on the CPU
     with pytest.raises(InputError, match="on the cpu, not the GPU"):
         fuser(*frames)
-    with pytest.raises(Exception, match="weight maps and smoothing are for host frames"):
+    with pytest.raises(Exception, match="weight maps, smoothing and alignment are for host frames"):
         fuser(*frames, return_weights=True)
+    fuser.align = "each"
+    with pytest.raises(ConfigError, match="weight maps, smoothing and alignment are for host frames"):
+        fuser(*frames)
     fuser.close()

@@ -540,3 +540,12 @@ def test_onnxruntime_graph_optimization_option(tmp_path):
     assert all(np.array_equal(results[0], other) for other in results[1:])
     with pytest.raises(ConfigError, match="graph_optimization must be one of basic, extended, all"):
         OnnxRuntimeBackend(graph_optimization="fast")
+
+
+def test_a_closed_fuser_refuses_to_fuse():
+    fuser = Fuser()
+    frames = demo_frames(32, 32)[:2]
+    assert fuser(*frames).shape == frames[0].shape
+    fuser.close()
+    with pytest.raises(ConfigError, match="this Fuser was closed; make a new one"):
+        fuser(*frames)

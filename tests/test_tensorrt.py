@@ -125,6 +125,15 @@ def test_default_profile_is_rounded_up_to_the_size_multiple():
     assert default_profile(ModelInfo(model="xu2018", sources=2, channels=1)).channels == 1
 
 
+def test_default_profile_takes_the_shipped_models_padded_1080p_frames():
+    from mfif.runtime import Fuser
+
+    info = Fuser(memory_limit=None).info                    # the runtime pads 1080 rows to 1088 (pad multiple 32)
+    profile = default_profile(info)
+    assert profile.contains((1, 2, 3, info.pad_to * -(-1080 // info.pad_to), 1920))
+    profile.validate(info.pad_to)
+
+
 def test_make_profiles_shares_single_values_and_pairs_lists():
     profiles = make_profiles([480], [720, 1080], [1080], [640], [1280, 1920], [1920], sources=2, channels=3)
     assert [p.opt_hw for p in profiles] == [(720, 1280), (1080, 1920)]

@@ -17,7 +17,7 @@ class Backend(ABC):
     next one on the same loaded model.
 
     Per frame: ``input_buffer(shape)`` gives the float32 (1, K, C, H, W) C-contiguous array to fill
-    (H and W multiples of ``info.size_multiple``; pinned host memory on the GPU backends), kept
+    (H and W multiples of ``info.pad_to``; pinned host memory on the GPU backends), kept
     while the shape holds; ``run(sources)`` runs the model on it and returns (fused (1, C, H, W),
     weights (1, K, H, W) or None): float32 views of arrays the backend owns, valid until the next
     ``run``. ``run`` also takes any other array of that layout, copying it into the buffer first.

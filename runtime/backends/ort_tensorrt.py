@@ -55,7 +55,7 @@ def tensorrt_provider(info: ModelInfo | None = None, profiles: list[Profile] | N
     profiles = list(profiles) if profiles else [default_profile(info)]
     for index, profile in enumerate(profiles):
         try:
-            profile.validate(info.size_multiple)
+            profile.validate(info.pad_to)
         except ConfigError as exc:
             raise ConfigError(f"TensorRT provider profile {index}: {exc}") from None
     if device_id < 0:
