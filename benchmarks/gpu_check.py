@@ -203,19 +203,10 @@ def step_cuda_buffers(ctx: Context) -> dict:
     index = ctx.device.index or 0
     cb.use_device(index)
     frame = np.random.default_rng(0).random((1, 2, 3, 1080, 1920), dtype=np.float32)
-    host_in, host_out = cb.PinnedBuffer(frame.size, np.float32), cb.PinnedBuffer(frame.size, np.float32)
-    device, stream = cb.DeviceBuffer(frame.nbytes), cb.Stream()
-    timer = cb.Timer(stream, ("h2d", "d2h"))
+    copy, times = cb.round_trip(frame)
+    equal = bool(np.array_equal(copy, frame))
+    stream = cb.Stream()
     try:
-        host_in.view(frame.shape)[...] = frame
-        timer.mark(0)
-        stream.to_device(device, host_in, frame.nbytes)
-        timer.mark(1)
-        stream.to_host(host_out, device, frame.nbytes)
-        timer.mark(2)
-        stream.synchronize()
-        equal = bool(np.array_equal(host_out.view(frame.shape), frame))
-        times = timer.elapsed()
         producer = ctx.torch.cuda.Stream(device=ctx.device)
         stream.wait_for(producer.cuda_stream)             # a producer's stream handle
         stream.wait_for(1)                                 # the legacy default stream
@@ -226,11 +217,7 @@ def step_cuda_buffers(ctx: Context) -> dict:
                 "d2h_ms": round(times["d2h"], 3), "h2d_gb_s": round(gb / (times["h2d"] / 1e3), 1),
                 "d2h_gb_s": round(gb / (times["d2h"] / 1e3), 1), "producer_waits": "ok", "ok": equal}
     finally:
-        timer.destroy()
         stream.destroy()
-        device.free()
-        host_in.free()
-        host_out.free()
 
 
 def step_gpu_resident(ctx: Context) -> dict:

@@ -257,6 +257,29 @@ class Timer:
             check(self._rt.cudaEventDestroy(event), "cudaEventDestroy")
 
 
+def round_trip(frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """Copy a float32 host frame to the device and back through pinned memory, timed with CUDA
+    events: a check of the copy path and its speed. Returns the copy and the h2d/d2h milliseconds."""
+    host_in, host_out = PinnedBuffer(frame.size, np.float32), PinnedBuffer(frame.size, np.float32)
+    device, stream = DeviceBuffer(frame.nbytes), Stream()
+    timer = Timer(stream, ("h2d", "d2h"))
+    try:
+        host_in.view(frame.shape)[...] = frame
+        timer.mark(0)
+        stream.to_device(device, host_in, frame.nbytes)
+        timer.mark(1)
+        stream.to_host(host_out, device, frame.nbytes)
+        timer.mark(2)
+        stream.synchronize()
+        return host_out.view(frame.shape).copy(), timer.elapsed()
+    finally:
+        timer.destroy()
+        stream.destroy()
+        device.free()
+        host_in.free()
+        host_out.free()
+
+
 def device_pointer(obj, expected_shape: tuple[int, ...] | None = None,
                    dtype="float32") -> tuple[int, tuple[int, ...], int | None]:
     """``(pointer, shape, stream)`` of device memory the caller already has: an object with
