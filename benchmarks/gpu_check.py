@@ -86,13 +86,6 @@ def percentiles(times_ms: list[float]) -> dict[str, float]:
             "min_ms": round(ordered[0], 4), "mean_ms": round(sum(ordered) / len(ordered), 4), "runs": len(ordered)}
 
 
-def psnr(a, b) -> float:
-    import numpy as np
-
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 class Context:
     """What the steps share: arguments, torch, the device, the model and a test pair."""
 
@@ -179,6 +172,8 @@ def step_environment(ctx: Context) -> dict:
 def step_torch_fp32_fp16(ctx: Context) -> dict:
     import numpy as np
 
+    from mfif.export.onnx_export import output_psnr
+
     torch, model = ctx.torch, ctx.model()
     a, b = ctx.pair(480, 640)
     height, width = ctx.padded(480, 640)
@@ -190,7 +185,7 @@ def step_torch_fp32_fp16(ctx: Context) -> dict:
         for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
             gpu_model = copy.deepcopy(model).to(ctx.device, dtype)
             result = gpu_model(torch.from_numpy(x).to(ctx.device, dtype)).float().cpu().numpy()
-            out[name] = {"max_abs_error": float(np.abs(result - reference).max()), "psnr_db": round(psnr(result, reference), 2)}
+            out[name] = {"max_abs_error": float(np.abs(result - reference).max()), "psnr_db": round(output_psnr(reference, result), 2)}
     out["ok"] = out["fp32"]["max_abs_error"] < 1e-3 and out["fp16"]["psnr_db"] > 40
     return out
 
