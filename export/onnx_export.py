@@ -26,7 +26,8 @@ import mfif
 from mfif.errors import ConfigError, InputError, ModelFileError
 from mfif.files import write_bytes_atomic
 from mfif.lazy import require
-from mfif.runtime.model_info import ModelInfo, graph_sha256
+from mfif.hashing import sha256_bytes
+from mfif.runtime.model_info import ModelInfo
 
 if TYPE_CHECKING:
     import onnx
@@ -249,7 +250,7 @@ def finalize(proto: "onnx.ModelProto", info: ModelInfo, extra: dict[str, str] | 
     onnx = _onnx()
     sort_nodes(proto)
     make_node_names_unique(proto)
-    info = dataclasses.replace(info, graph_sha256=graph_sha256(proto.graph.SerializeToString()))
+    info = dataclasses.replace(info, graph_sha256=sha256_bytes(proto.graph.SerializeToString()))
     values = {**info.to_metadata(), **(extra or {})}
     kept = [entry for entry in proto.metadata_props if entry.key not in values]
     del proto.metadata_props[:]

@@ -15,7 +15,6 @@ whose key matches an intact engine is skipped; any difference rebuilds and says 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -24,11 +23,11 @@ from pathlib import Path
 
 from mfif.errors import ConfigError, EngineBuildError, ModelFileError
 from mfif.files import write_bytes_atomic
-from mfif.hashing import sha256_file
+from mfif.hashing import sha256_bytes, sha256_file
 from mfif.lazy import require
 from mfif.progress import on_terminal
 from mfif.runtime.engine_cache import (HARDWARE_LEVELS, EngineKey, EngineRecord, Profile, default_profile, load_verified,
-                                  read_record, record_path, sha256_bytes, write_engine)
+                                  read_record, record_path, write_engine)
 from mfif.runtime.model_info import ModelInfo
 
 AXES = ("batch", "sources", "channels", "height", "width")
@@ -244,9 +243,9 @@ class BuildResult:
 
 def default_timing_cache(gpu_slug: str, compute_capability: str, tensorrt_version: str) -> Path:
     """One timing cache per GPU model and TensorRT version, shared by every model built there."""
-    root = os.environ.get("MFIF_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mfif")
-    return Path(root) / f"timing-{gpu_slug}-sm{compute_capability}-trt{tensorrt_version}.cache"
+    from mfif.paths import cache_dir
+
+    return cache_dir() / f"timing-{gpu_slug}-sm{compute_capability}-trt{tensorrt_version}.cache"
 
 
 def attach_timing_cache(config, path: Path | None, log=print):

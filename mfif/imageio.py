@@ -130,6 +130,14 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return write_bytes_atomic(path, encoded)
 
 
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files in ``folder`` (a focus stack), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"stack folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class Pair:
     """One multi-focus pair: two sources and an optional ground truth, named ``<name>_A.*``,

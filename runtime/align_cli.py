@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from mfif.errors import ConfigError, DataError, SourceError
+from mfif.imageio import list_images
 from mfif.lazy import require
 from mfif.runtime.align import DEFAULT_MODEL, MODELS, AlignmentWarning, estimate_rig
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.video:
         frames, names = _video_frames(args)
     else:
-        paths = _stack_paths(Path(args.stack)) if args.stack else [Path(p) for p in args.sources]
+        paths = list_images(args.stack) if args.stack else [Path(p) for p in args.sources]
         if len(paths) < 2:
             raise ConfigError(f"alignment needs at least two images; got {len(paths)}")
         from mfif.imageio import read_image
@@ -70,14 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote {rig.save(args.output)}")
     return 0
-
-
-def _stack_paths(folder: Path) -> list[Path]:
-    from mfif.imageio import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise DataError(f"stack folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _video_frames(args) -> tuple[list, list[str]]:

@@ -326,12 +326,10 @@ def _images(fuser, paths: list[Path], args) -> int:
 
 
 def _stack(fuser, args) -> int:
-    from mfif.imageio import IMAGE_SUFFIXES
+    from mfif.imageio import list_images
 
     folder = Path(args.stack)
-    if not folder.is_dir():
-        raise DataError(f"stack folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(folder)
     if len(paths) < 2:
         raise DataError(f"a stack needs at least 2 images; {folder} has {len(paths)}")
     output = _fuse_files(fuser, paths, args)

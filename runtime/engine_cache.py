@@ -10,7 +10,6 @@ the builder compares it with what it would build and rebuilds when they differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from mfif.errors import ConfigError, InputError, ModelFileError
 from mfif.files import write_bytes_atomic
+from mfif.hashing import sha256_bytes
 from mfif.runtime.model_info import ModelInfo
 
 RECORD_FORMAT = "mfif-engine/1"
@@ -245,10 +245,6 @@ class EngineRecord:
 def record_path(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + RECORD_SUFFIX)
-
-
-def sha256_bytes(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def read_record(engine_path: str | Path) -> EngineRecord:

@@ -3,12 +3,12 @@ metadata (and the TensorRT builder beside the engine); the runtime reads them in
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mfif.errors import ModelFileError
+from mfif.hashing import sha256_bytes
 
 PREFIX = "mfif."
 LAYOUT = "sources: B,K,C,H,W float32 [0,1]; fused: B,C,H,W; weights: B,K,H,W"
@@ -107,17 +107,13 @@ def onnx_graph_bytes(data: bytes | memoryview) -> memoryview:
     raise ModelFileError(f"no complete ONNX graph in these {len(data)} bytes: the file is truncated or not ONNX")
 
 
-def graph_sha256(serialized_graph: bytes | memoryview) -> str:
-    return hashlib.sha256(serialized_graph).hexdigest()
-
-
 def verify_graph(path: str | Path, info: ModelInfo) -> None:
     """Check an ONNX file's graph (nodes and weights) against the hash the exporter recorded, so a
     corrupted file (bit flips, a bad copy) is refused instead of fusing wrong. Files exported
     before the hash was recorded carry none and pass."""
     if not info.graph_sha256:
         return
-    actual = graph_sha256(onnx_graph_bytes(Path(path).read_bytes()))
+    actual = sha256_bytes(onnx_graph_bytes(Path(path).read_bytes()))
     if actual != info.graph_sha256:
         raise ModelFileError(f"{path} is corrupted: its graph and weights hash to {actual[:16]}..., not the "
                              f"{info.graph_sha256[:16]}... recorded when it was exported; copy or export it again")

@@ -189,13 +189,14 @@ def test_export_records_the_graph_hash_that_the_runtime_checks(tmp_path):
     pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
     from mfif.export.onnx_export import export_onnx
-    from mfif.runtime.model_info import graph_sha256, onnx_graph_bytes
+    from mfif.hashing import sha256_bytes
+    from mfif.runtime.model_info import onnx_graph_bytes
     from mfif.train.models import build_model
 
     output = tmp_path / "tiny.onnx"
     export_onnx(build_model("focusmap"), output)
     recorded = {p.key: p.value for p in onnx.load(str(output)).metadata_props}["mfif.graph_sha256"]
-    assert recorded == graph_sha256(onnx_graph_bytes(output.read_bytes()))
+    assert recorded == sha256_bytes(onnx_graph_bytes(output.read_bytes()))
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(output.read_bytes()[: output.stat().st_size // 2])
     from mfif.errors import ModelFileError

@@ -14,11 +14,12 @@ import pytest
 from gpu_helpers import HAVE_TENSORRT, gpu_missing_reason, tensorrt_missing_reason
 from mfif.cli import main as mfif_main
 from mfif.errors import BackendUnavailableError, ConfigError, EngineMismatchError, InputError, ModelFileError
+from mfif.hashing import sha256_bytes
 from mfif.runtime.backends.ort_tensorrt import tensorrt_provider
 from mfif.runtime.backends.tensorrt import Bindings
 from mfif.runtime.engine_cache import (EngineKey, EngineRecord, Profile, choose_profile,
                                   default_profile, load_verified, make_profiles, read_record, record_path,
-                                  runtime_problems, sha256_bytes, write_engine)
+                                  runtime_problems, write_engine)
 from mfif.runtime.model_info import ModelInfo
 
 def needs_tensorrt_and_gpu():

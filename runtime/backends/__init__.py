@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import os
 from pathlib import Path
 
 from mfif.errors import BackendUnavailableError, ConfigError, ModelFileError
@@ -77,9 +76,9 @@ def backend_class(name: str) -> type[Backend]:
 
 def default_engine_path() -> Path:
     """Where ``Fuser()`` on a Jetson looks for the default model's TensorRT engine."""
-    root = os.environ.get("MFIF_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mfif")
-    return Path(root) / "engines" / "focusmap.engine"
+    from mfif.paths import cache_dir
+
+    return cache_dir() / "engines" / "focusmap.engine"
 
 
 def jetson_default_model() -> Path | None:
