@@ -3,7 +3,7 @@ CuPy and cuda-python, without TensorRT and without network::
 
     python -m mfif.benchmarks.gpu_check                  # everything, one JSON (gpu_check.json)
     python -m mfif.benchmarks.gpu_check --dry-run        # list the steps; exits 0 anywhere
-    python -m mfif.benchmarks.gpu_check --only latency --sizes 1080x1920 --out my.json
+    python -m mfif.benchmarks.gpu_check --only latency --sizes 1920x1080 --out my.json
 
 Steps (each runs on its own; a failing step is recorded with its error and the others go on):
 
@@ -15,8 +15,8 @@ Steps (each runs on its own; a failing step is recorded with its error and the o
 - ``gpu_resident``: frames that live on the GPU (torch CUDA tensors, CuPy arrays) through the
   Fuser on the torch backend, fused frame returned on the GPU, compared with the host path;
 - ``bandwidth``: device-to-device copy bandwidth, for the memory floor of each size;
-- ``latency``: the model's GPU time at 640x480, 1920x1080 and 3840x2160 (HxW 480x640,
-  1080x1920, 2160x3840), FP32 and FP16, eager and as a CUDA graph (median, p90, p99, CUDA
+- ``latency``: the model's GPU time at 640x480, 1920x1080 and 3840x2160 (WIDTHxHEIGHT, as
+  ``mfif bench --resolution``), FP32 and FP16, eager and as a CUDA graph (median, p90, p99, CUDA
   events), the memory floor (input read + output written at the measured bandwidth) beside it,
   and the whole Fuser call from host frames.
 
@@ -36,6 +36,8 @@ import traceback
 from pathlib import Path
 
 from mfif.benchmarks.report import write_json
+from mfif.errors import ConfigError
+from mfif.sizes import parse_resolution
 
 STEPS = {
     "environment": "GPU, driver, CUDA and package versions",
@@ -45,17 +47,15 @@ STEPS = {
     "bandwidth": "device-to-device copy bandwidth (the memory floor)",
     "latency": "model GPU time at each size, FP32/FP16, eager and CUDA graph; median/p90/p99; Fuser from host frames",
 }
-DEFAULT_SIZES = ("480x640", "1080x1920", "2160x3840")
+DEFAULT_SIZES = ("640x480", "1920x1080", "3840x2160")
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """--sizes entry: WIDTHxHEIGHT as everywhere in mfif (1920x1080) -> (height, width)."""
     try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 1080x1920") from None
-    if height < 16 or width < 16:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small (at least 16x16)")
-    return height, width
+        return parse_resolution(text, option="size", minimum=16)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=list(STEPS), metavar="STEP",
                         help=f"run only these steps ({', '.join(STEPS)})")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
-                        metavar="HxW", help=f"frame sizes for the latency step (default {' '.join(DEFAULT_SIZES)})")
+                        metavar="WxH", help=f"frame sizes for the latency step (default {' '.join(DEFAULT_SIZES)})")
     parser.add_argument("--iterations", type=int, default=200, help="timed runs per case (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs before each case (default 20)")
     parser.add_argument("--device", default="cuda:0", help="CUDA device (default cuda:0)")
@@ -269,7 +269,7 @@ def step_latency(ctx: Context) -> dict:
         for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
             gpu_model = copy.deepcopy(model).to(ctx.device, dtype)
             x = torch.rand((1, 2, 3, ph, pw), device=ctx.device, dtype=dtype)
-            row = {"size": f"{height}x{width}", "padded": f"{ph}x{pw}", "precision": precision}
+            row = {"size": f"{width}x{height}", "padded": f"{pw}x{ph}", "precision": precision}
             bytes_moved = x.numel() * x.element_size() + (x.numel() // 2) * x.element_size()
             row["floor_ms"] = round(bytes_moved / 1e9 / bandwidth * 1e3, 4)   # read both sources, write one
             with torch.inference_mode():
@@ -299,9 +299,9 @@ def step_latency(ctx: Context) -> dict:
                 fuser(a, b)
                 if i >= args.warmup:
                     times.append((time.perf_counter() - start) * 1e3)
-            results.append({"size": f"{height}x{width}", "precision": "fp16", "fuser_from_host_frames":
+            results.append({"size": f"{width}x{height}", "precision": "fp16", "fuser_from_host_frames":
                             percentiles(times), "stages_mean_ms": {k: round(v, 3) for k, v in fuser.stats.mean_ms.items()}})
-    goal = next((r for r in results if r.get("size") == "1080x1920" and r.get("precision") == "fp16" and "eager" in r), None)
+    goal = next((r for r in results if r.get("size") == "1920x1080" and r.get("precision") == "fp16" and "eager" in r), None)
     summary = {}
     if goal is not None:
         best = min(goal["eager"]["median_ms"], goal.get("cuda_graph", {}).get("median_ms", math.inf))
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"gpu_check would run {len(chosen)} step(s) and write {args.out}:")
         for name in chosen:
-            extra = f" at {', '.join(f'{h}x{w}' for h, w in args.sizes)}" if name == "latency" else ""
+            extra = f" at {', '.join(f'{w}x{h}' for h, w in args.sizes)}" if name == "latency" else ""
             print(f"  {name:<16} {STEPS[name]}{extra}")
         return 0
     ctx = Context(args)

@@ -30,27 +30,13 @@ from mfif.device import DEVICE_HELP, parse_device
 from mfif.errors import ConfigError
 from mfif.runtime.fuser import STAGES
 from mfif.scenes import demo_pair
+from mfif.sizes import parse_resolution
 
-RESOLUTIONS = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920), "2160p": (2160, 3840)}
 WARMUP_MS = 200.0     # trtexec's default --warmUp
 DURATION_S = 3.0      # trtexec's default --duration
 FLOOR_HELP = ("floor: the model's multiply-accumulates per frame divided by this CPU's measured float32 matmul rate "
               "(MACs per pixel x pixels / MAC/s), a lower bound for this CPU; far above it, "
               "memory traffic, not arithmetic, sets the pace. CPU runs only; it needs torch to count the MACs")
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'640x480' (width x height) or a name from RESOLUTIONS -> (height, width)."""
-    text = text.strip().lower()
-    if text in RESOLUTIONS:
-        return RESOLUTIONS[text]
-    try:
-        width, height = (int(part) for part in text.split("x"))
-    except ValueError:
-        raise ConfigError(f"resolution {text!r} is not WIDTHxHEIGHT (e.g. 640x480) nor one of {', '.join(RESOLUTIONS)}") from None
-    if width < 8 or height < 8:
-        raise ConfigError(f"resolution {text!r} is too small: width and height must be >= 8")
-    return height, width
 
 
 def time_calls(call, warmup: int, iterations: int | None, duration: float | None, *, warmup_ms: float = 0.0,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfif.benchmarks.latency import parse_resolution
+from mfif.sizes import parse_resolution
 from mfif.benchmarks.report import latency_summary, machine_description, write_json
 from mfif.errors import ConfigError
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from mfif.errors import ConfigError, DataError
+from mfif.sizes import parse_resolution
 
 PAPER_BASELINES = ("dwt", "lp", "gff")
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method name for files named <pair>.* (default: the results folder's name)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="also score N synthetic pairs with ground truth")
-    parser.add_argument("--synthetic-size", default="192x256", metavar="HxW", help="size of the synthetic pairs")
+    parser.add_argument("--synthetic-size", default="256x192", metavar="WxH",
+                        help="size of the synthetic pairs, WIDTHxHEIGHT")
     parser.add_argument("--sharp", type=Path, default=None,
                         help="make the synthetic pairs from the sharp photographs in this folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic pairs")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         items = folder_items(args.folders, args.limit) if args.folders else []
         if args.synthetic:
-            items += synthetic_items(args.synthetic, _size(args.synthetic_size), args.seed, args.sharp)
+            items += synthetic_items(args.synthetic, parse_resolution(args.synthetic_size, option="--synthetic-size"), args.seed, args.sharp)
         if not items:
             raise ConfigError("nothing to evaluate: give folders of pairs, --synthetic N, or --paper-tables")
     methods = registry.get_methods(names) if names else []
@@ -103,13 +105,3 @@ def _paper_items(folders: list[Path]):
     if not items:
         raise DataError(f"none of the pairs {list(PAPER_PAIRS.values())} in {', '.join(map(str, folders))}")
     return items
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--synthetic-size takes HxW, e.g. 192x256; got {text!r}") from None
-    if height < 1 or width < 1:
-        raise ConfigError(f"--synthetic-size must be positive; got {text!r}")
-    return height, width

@@ -78,7 +78,7 @@ def inputs(args: argparse.Namespace) -> list[tuple[str, list[np.ndarray]]]:
             raise ConfigError(f"--images needs two or more images of one scene, got {len(args.images)}")
         return [(" + ".join(Path(p).name for p in args.images),
                  [read_image(path).astype(np.float32) / 255.0 for path in args.images])]
-    from mfif.benchmarks.latency import parse_resolution
+    from mfif.sizes import parse_resolution
     from mfif.scenes import demo_pair
 
     found = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mfif.benchmarks.latency import main as latency_main
-from mfif.benchmarks.latency import parse_resolution
+from mfif.sizes import parse_resolution
 from mfif.benchmarks.report import arithmetic_floor_ms, latency_summary, stability_warning
 from mfif.errors import ConfigError
 
@@ -53,6 +53,13 @@ def test_parse_resolution(text, expected):
 def test_parse_resolution_rejects_bad_values(text):
     with pytest.raises(ConfigError, match=text.strip()):
         parse_resolution(text)
+
+
+def test_every_size_option_reads_width_by_height():
+    from mfif.benchmarks.gpu_check import parse_size
+
+    assert parse_size("1920x1080") == parse_resolution("1920x1080") == (1080, 1920)
+    assert parse_resolution("52x40", option="--synthetic-size") == (40, 52)
 
 
 def test_latency_benchmark_end_to_end(tmp_path, capsys):

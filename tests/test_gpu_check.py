@@ -18,21 +18,21 @@ def test_dry_run_lists_every_step_and_exits_0_without_a_gpu(capsys, tmp_path):
     text = capsys.readouterr().out
     for step in gpu_check.STEPS:
         assert step in text
-    assert "480x640, 1080x1920, 2160x3840" in text and str(out) in text
+    assert "640x480, 1920x1080, 3840x2160" in text and str(out) in text
     assert not out.exists()                                   # a dry run writes nothing
 
 
 def test_dry_run_as_a_module_imports_no_torch():
     code = ("import sys; from mfif.benchmarks.gpu_check import main; rc = main(['--dry-run', '--only', 'latency', "
-            "'--sizes', '720x1280']); assert 'torch' not in sys.modules; sys.exit(rc)")
+            "'--sizes', '1280x720']); assert 'torch' not in sys.modules; sys.exit(rc)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert "latency" in run.stdout and "720x1280" in run.stdout and "environment" not in run.stdout
+    assert "latency" in run.stdout and "1280x720" in run.stdout and "environment" not in run.stdout
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--only", "nonsense"], "invalid choice"),
-    (["--sizes", "1080"], "not HEIGHTxWIDTH"),
+    (["--sizes", "1080"], "not WIDTHxHEIGHT"),
     (["--sizes", "8x8"], "too small"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(capsys, argv, message):

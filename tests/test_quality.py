@@ -198,7 +198,7 @@ def test_cli_synthetic_and_paper_tables(tmp_path, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["--synthetic", "1", "--metrics", "QX"], "unknown metric 'QX'"),
     (["--synthetic", "1", "--methods", "median"], "unknown method 'median'"),
-    (["--synthetic", "1", "--synthetic-size", "big"], "HxW"),
+    (["--synthetic", "1", "--synthetic-size", "big"], "WIDTHxHEIGHT"),
     (["--synthetic", "0"], "nothing to evaluate"),
 ])
 def test_cli_bad_options(tmp_path, capsys, argv, match):
