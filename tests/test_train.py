@@ -103,6 +103,18 @@ def test_training_run_writes_checkpoints_and_validation(photo_dir, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2]
 
 
+def test_save_period_keeps_the_weights_of_every_nth_epoch(photo_dir, tmp_path):
+    train(tiny_config(photo_dir, tmp_path / "run", epochs=4, steps_per_epoch=1, save_period=2))
+    kept = sorted(path.name for path in (tmp_path / "run").glob("epoch_*.safetensors"))
+    assert kept == ["epoch_002.safetensors", "epoch_004.safetensors"]
+    second, fourth = (load_checkpoint(tmp_path / "run" / name) for name in kept)
+    assert second.metadata["train.step"] == "2" and not second.extra_tensors     # weights only
+    assert all(torch.equal(value, _weights(tmp_path / "run" / "last.safetensors")[key])
+               for key, value in fourth.model.state_dict().items())
+    with pytest.raises(ConfigError, match="save_period"):
+        tiny_config(photo_dir, tmp_path / "bad", save_period=-1)
+
+
 def test_same_seed_same_weights_and_resume_continues_exactly(photo_dir, tmp_path):
     train(tiny_config(photo_dir, tmp_path / "a"))
     train(tiny_config(photo_dir, tmp_path / "b"))

@@ -50,6 +50,9 @@ class TrainConfig:
                         metavar="CKPT")
     stop_after: int = _option(0, "stop after this many epochs (the schedule still spans all), to --resume later; "
                                  "0: run them all", metavar="EPOCHS")
+    save_period: int = _option(0, "also keep the weights of every N-th epoch as OUT/epoch_NNN.safetensors (weights only, "
+                                  "for learning curves: mfif evaluate --methods model:OUT/epoch_005.safetensors); 0: none",
+                               metavar="N")
     synth: dict = _option({}, "synthetic-pair setting, e.g. --synth disk_fraction=0.7 (see mfif.train.data.SynthConfig)")
 
     def __post_init__(self):
@@ -61,9 +64,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         parse_device(self.device)
-        if self.steps < 0 or self.lr < 0 or self.workers < 0:
-            raise ConfigError(f"steps, lr and workers must not be negative "
-                              f"(got {self.steps}, {self.lr}, {self.workers})")
+        if self.steps < 0 or self.lr < 0 or self.workers < 0 or self.save_period < 0:
+            raise ConfigError(f"steps, lr, workers and save_period must not be negative "
+                              f"(got {self.steps}, {self.lr}, {self.workers}, {self.save_period})")
         recipe = MODELS[self.model]
         if self.real and recipe.needs_ground_truth:
             unsupervised = [name for name, model in MODELS.items() if not model.needs_ground_truth]

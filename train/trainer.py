@@ -277,8 +277,8 @@ def _one_epoch(config: TrainConfig, state: _State, data: _Data, epoch: int, step
 
 
 def _save(config: TrainConfig, state: _State, epoch: int, record: dict, out: Path) -> None:
-    """The best checkpoint so far (weights only, shippable), the resumable last one, the epoch's
-    record (log.jsonl, results.csv)."""
+    """The best checkpoint so far (weights only, shippable), the resumable last one, every
+    save_period-th epoch's weights, the epoch's record (log.jsonl, results.csv)."""
     metadata = {"train.epoch": str(epoch), "train.step": str(state.step), "train.seed": str(config.seed),
                 "train.config": json.dumps(asdict(config)),
                 "val.psnr": f"{record['psnr']:.4f}", "val.ssim": f"{record['ssim']:.5f}",
@@ -288,6 +288,9 @@ def _save(config: TrainConfig, state: _State, epoch: int, record: dict, out: Pat
         state.best_psnr = record["psnr"]
         save_checkpoint(out / f"{config.model}.safetensors", state.model,
                         {k: v for k, v in metadata.items() if not k.startswith("train.")})
+    if config.save_period and record["epoch"] % config.save_period == 0:
+        save_checkpoint(out / f"epoch_{record['epoch']:03d}.safetensors", state.model,
+                        {k: v for k, v in metadata.items() if k not in ("train.config", "train.seed")})
     tensors, groups = _optimizer_tensors(state.optimizer)
     save_checkpoint(out / "last.safetensors", state.model,
                     {**metadata, "train.best_psnr": str(state.best_psnr), "train.optimizer": groups}, tensors)
