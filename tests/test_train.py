@@ -115,6 +115,43 @@ def test_save_period_keeps_the_weights_of_every_nth_epoch(photo_dir, tmp_path):
         tiny_config(photo_dir, tmp_path / "bad", save_period=-1)
 
 
+def test_learning_curve_scores_the_start_and_every_kept_epoch(photo_dir, tmp_path, capsys):
+    from mfif.benchmarks import learning_curve
+    from mfif.evaluation.methods import get_method
+    from mfif.evaluation.quality import evaluate
+    from mfif.evaluation.scoring import folder_items
+    from mfif.scenes import multi_focus
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for index in range(2):
+        a, b = multi_focus(scene(64, 80, seed=index), "blobs", seed=index)
+        cv2.imwrite(str(pairs / f"p{index}_A.png"), a)
+        cv2.imwrite(str(pairs / f"p{index}_B.png"), b)
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.safetensors", build_model("focusmap", features=4, levels=2, scale=2))
+    train(tiny_config(photo_dir, tmp_path / "run", init=str(start), save_period=1))
+    out = tmp_path / "curve"
+    argv = [str(tmp_path / "run"), "--pairs", str(pairs), "--pair", "p1", "--baselines", "average", "--out", str(out)]
+    assert learning_curve.main(argv) == 0
+    rows = list(csv.DictReader((out / "curve.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4] and rows[0]["val_psnr"] == ""
+    assert all(0 < float(r["mean"]) <= 1 for r in rows) and (out / "curve.png").is_file()
+    epoch_2 = get_method(f"model:{tmp_path / 'run' / 'epoch_002.safetensors'}")
+    direct = evaluate(folder_items([pairs]), [epoch_2], tmp_path / "direct", metrics=["QG"], grid_pairs=0,
+                      progress=False)
+    assert float(rows[2]["p1"]) == pytest.approx(float(direct.rows[("pairs", "p1", "epoch_002")]["QG"]), abs=1e-4)
+    assert "| average (baseline) |" in (out / "curve.md").read_text()
+    assert learning_curve.main(argv) == 0                      # scored already: the same table again
+    assert list(csv.DictReader((out / "curve.csv").open())) == rows
+    capsys.readouterr()
+    assert learning_curve.main([str(tmp_path / "run"), "--pairs", str(pairs), "--pair", "nope"]) == 2
+    assert "--pair nope" in capsys.readouterr().err
+    train(tiny_config(photo_dir, tmp_path / "plain"))
+    assert learning_curve.main([str(tmp_path / "plain"), "--pairs", str(pairs), "--out", str(out)]) == 2
+    assert "--save-period" in capsys.readouterr().err
+
+
 def test_same_seed_same_weights_and_resume_continues_exactly(photo_dir, tmp_path):
     train(tiny_config(photo_dir, tmp_path / "a"))
     train(tiny_config(photo_dir, tmp_path / "b"))
