@@ -275,3 +275,28 @@ def test_focusmap_settings_benchmark(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["config"]["temperature"] for r in rows] == [1.0, 0.1] and rows[1]["config"]["guide_radius"] == 0
     assert all(0 < r["qabf"]["all"] <= 1 and "pairs" in r["qabf"] for r in rows)
+
+
+def test_fusion_diagnostics_tell_a_choice_from_a_blend(tmp_path, capsys):
+    """benchmarks/fusion_diagnostics.py: picking a source hedges nowhere, the average everywhere;
+    a method that copies pixels gives a repeated frame back exactly."""
+    from mfif.benchmarks.fusion_diagnostics import hedged_share, identity_psnr, main as diagnostics_main
+    from mfif.errors import DataError
+    from mfif.imageio import write_pair
+    from mfif.scenes import multi_focus, scene
+
+    a, b = multi_focus(scene(48, 64, seed=3), "blobs", seed=3)
+    assert hedged_share(a, b, a) == 0.0
+    assert hedged_share(a, b, ((a.astype(np.float64) + b) / 2)) == 1.0
+    assert identity_psnr(lambda frames: frames[0], a) == float("inf")
+    blurred = identity_psnr(lambda frames: np.clip(frames[0].astype(np.int16) + 3, 0, 255), a)
+    assert 35 < blurred < 39                                   # an error of 3 grey levels: 38.6 dB
+    with pytest.raises(DataError, match="never differ"):
+        hedged_share(a, a, a)
+
+    folder = tmp_path / "pairs"
+    write_pair(folder, "p0", [a, b], None)
+    assert diagnostics_main([str(folder), "--methods", "average"]) == 0
+    assert "| p0 | average | inf | 1.000 |" in capsys.readouterr().out
+    assert diagnostics_main([str(folder), "--pair", "nope"]) == 2
+    assert "--pair nope" in capsys.readouterr().err
