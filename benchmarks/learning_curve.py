@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from mfif.errors import ConfigError, DataError, MfifError
+from mfif.hashing import sha256_file
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -29,9 +30,20 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
     if not config_path.is_file():
         raise DataError(f"{run} holds no training run (no train_config.json): give folders written by mfif train")
     found = []
-    init = json.loads(config_path.read_text()).get("init")
-    if init and Path(init).is_file():
-        found.append((0, Path(init)))
+    config = json.loads(config_path.read_text())
+    init = config.get("init")
+    if init:
+        if not Path(init).is_file():
+            problem = "is gone"
+        elif "init_sha256" not in config:
+            problem = "cannot be checked (the run predates mfif recording its sha256)"
+        elif config["init_sha256"] != sha256_file(init):
+            problem = "has changed since the run started"
+        else:
+            problem = None
+            found.append((0, Path(init)))
+        if problem:
+            print(f"{run}: its starting checkpoint {init} {problem}: the curve starts at the first kept epoch")
     for path in sorted(run.glob("epoch_*.safetensors")):
         found.append((int(load_checkpoint(path).metadata["train.step"]), path))
     if len(found) < 2:

@@ -144,7 +144,10 @@ def test_learning_curve_scores_the_start_and_every_kept_epoch(photo_dir, tmp_pat
     assert "| average (baseline) |" in (out / "curve.md").read_text()
     assert learning_curve.main(argv) == 0                      # scored already: the same table again
     assert list(csv.DictReader((out / "curve.csv").open())) == rows
-    capsys.readouterr()
+    save_checkpoint(start, build_model("focusmap", features=4, levels=2, scale=2))   # another file at that path
+    assert learning_curve.main([*argv[:-1], str(tmp_path / "curve2")]) == 0
+    assert "has changed since the run started" in capsys.readouterr().out
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "curve2" / "curve.csv").open())] == [2, 4]
     assert learning_curve.main([str(tmp_path / "run"), "--pairs", str(pairs), "--pair", "nope"]) == 2
     assert "--pair nope" in capsys.readouterr().err
     train(tiny_config(photo_dir, tmp_path / "plain"))

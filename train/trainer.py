@@ -20,6 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from mfif.device import parse_device
 from mfif.errors import ConfigError, DataError, ModelFileError
+from mfif.hashing import sha256_file
 from mfif.progress import Progress, format_seconds
 from mfif.train import losses, runs
 from mfif.train.checkpoint import load_checkpoint, save_checkpoint
@@ -232,7 +233,9 @@ def _data(config: TrainConfig, model, dist: _Distributed) -> _Data:
 def _start_log(config: TrainConfig, summary: dict, data: _Data, out: Path) -> None:
     if out != Path(config.out):
         print(f"{config.out} holds an earlier run ({runs.describe(config.out)}): this run writes to {out}")
-    runs.write_config(out, {**asdict(config), "out": str(out)})
+    # the starting checkpoint's digest: a later file at that path is known not to be the start
+    started_from = {"init_sha256": sha256_file(config.init)} if config.init else {}
+    runs.write_config(out, {**asdict(config), "out": str(out), **started_from})
     world = summary["world_size"]
     print(f"training {config.model} {summary['config']} ({summary['parameters']} parameters) on {summary['device']}"
           f"{f' x{world} (DDP)' if world > 1 else ''}: {data.photos} photos from {config.data}"
