@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from mfif.errors import ConfigError, DataError, MfifError
+from mfif.benchmarks.report import run_command
+from mfif.errors import ConfigError, DataError
 
 DIFFERENCE = 20.0          # grey levels: where the sources clearly differ
 HEDGE_RANGE = (0.2, 0.8)   # effective weights counted as a blend
@@ -82,13 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except MfifError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
+    return run_command(build_parser(), run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

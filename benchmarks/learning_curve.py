@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from mfif.benchmarks.report import run_command
 from mfif.errors import ConfigError, DataError, MfifError
 from mfif.hashing import sha256_file
 
@@ -163,13 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except MfifError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
+    return run_command(build_parser(), run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -111,3 +112,19 @@ def write_json(path: str | Path, payload: dict) -> Path:
     from mfif.files import write_bytes_atomic
 
     return write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+
+def run_command(parser, run, argv: list[str] | None) -> int:
+    """Parse ``argv`` and call ``run(args)``, as ``mfif`` does for its commands: an MfifError is
+    one line 'error: ...' and exit 2, an interrupt exit 130."""
+    from mfif.errors import MfifError
+
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except MfifError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
