@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     baselines = scores(items, get_methods(args.baselines), out / "baselines", args.metric, args.pair) \
         if args.baselines else {}
-    curves, lines = {}, []
+    curves = {}
     for folder in args.runs:
         folder = Path(folder)
         found = checkpoints(folder)
@@ -128,21 +129,21 @@ def run(args: argparse.Namespace) -> int:
         psnr = validation_psnr(folder)
         curves[folder.name] = [{"step": step, "checkpoint": str(path), "val_psnr": psnr.get(step),
                                 **scored[method.label]} for (step, path), method in zip(found, methods)]
-    header = ["run", "step", "checkpoint", "val_psnr", *columns]
-    lines.append(",".join(header))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run", "step", "checkpoint", "val_psnr", *columns])
     table = [f"| run | step | validation PSNR | {' | '.join(f'{args.metric} {c}' for c in columns)} |",
              "|" + "---|" * (len(columns) + 3)]
     for name, rows in curves.items():
         for row in rows:
             psnr = "" if row["val_psnr"] is None else f"{row['val_psnr']:.2f}"
-            lines.append(",".join([name, str(row["step"]), row["checkpoint"], psnr,
-                                   *(f"{row[c]:.4f}" for c in columns)]))
+            writer.writerow([name, row["step"], row["checkpoint"], psnr, *(f"{row[c]:.4f}" for c in columns)])
             table.append(f"| {name} | {row['step']} | {psnr} | " + " | ".join(f"{row[c]:.4f}" for c in columns) + " |")
     for name, values in baselines.items():
         table.append(f"| {name} (baseline) | | | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")
     print("\n".join(table))
     out.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out / "curve.csv", "\n".join(lines) + "\n"), (out / "curve.md", "\n".join(table) + "\n")):
+    for path, text in ((out / "curve.csv", text.getvalue()), (out / "curve.md", "\n".join(table) + "\n")):
         write_bytes_atomic(path, text.encode())
         print(f"wrote {path}")
     if plot(curves, baselines, columns, args.metric, out / "curve.png"):
