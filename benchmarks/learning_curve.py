@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         psnr = validation_psnr(folder)
         curves[folder.name] = [{"step": step, "checkpoint": str(path), "val_psnr": psnr.get(step),
                                 **scored[method.label]} for (step, path), method in zip(found, methods)]
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    csv_text = io.StringIO()
+    writer = csv.writer(csv_text, lineterminator="\n")
     writer.writerow(["run", "step", "checkpoint", "val_psnr", *columns])
     table = [f"| run | step | validation PSNR | {' | '.join(f'{args.metric} {c}' for c in columns)} |",
              "|" + "---|" * (len(columns) + 3)]
@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
         table.append(f"| {name} (baseline) | | | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")
     print("\n".join(table))
     out.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out / "curve.csv", text.getvalue()), (out / "curve.md", "\n".join(table) + "\n")):
-        write_bytes_atomic(path, text.encode())
+    for path, content in ((out / "curve.csv", csv_text.getvalue()), (out / "curve.md", "\n".join(table) + "\n")):
+        write_bytes_atomic(path, content.encode())
         print(f"wrote {path}")
     if plot(curves, baselines, columns, args.metric, out / "curve.png"):
         print(f"wrote {out / 'curve.png'}")
